@@ -1,0 +1,749 @@
+//! [`Config`]: every setting, built once at start from defaults → claudeway.toml →
+//! environment → flags (later wins), and validated. Every default lives in
+//! `impl Default for Config`. This module reads the config file and the environment it is
+//! handed; it never reads anything else and never logs a secret.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::flags::RawArgs;
+use crate::keys::{self, Key, KeyLimits, Keys};
+
+/// The plugins this build knows; anything else named in config or flags stops the start.
+pub const PLUGINS: [&str; 5] = [
+    "dashboard",
+    "swagger",
+    "telegram",
+    "slack",
+    "cloudflare_tunnel",
+];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Bind address. Default `0.0.0.0`.
+    pub host: String,
+    /// Port; 0 asks the OS for a free one. Default 3000.
+    pub port: u16,
+    /// Request worker threads. Default 2 × cores, at least 4.
+    pub workers: usize,
+    /// API keys; the first is the admin key. Default: one generated key, id `default`.
+    pub keys: Keys,
+    /// The claude CLI. Default `claude`, looked up on PATH.
+    pub claude_bin: String,
+    /// Base directory of task and session workdirs. Default `/tmp/claude-tasks`.
+    pub workdir: PathBuf,
+    /// More roots a request's `workdir` may point into. Default none.
+    pub workdir_allow: Vec<PathBuf>,
+    /// Session store and run registry. Default `<workdir>/.state`.
+    pub state_dir: PathBuf,
+    /// Audit logs, `LOG_DIR/<key_id>/YYYY-MM.log`. Default `./logs`.
+    pub log_dir: PathBuf,
+    /// Operational log level (stderr). Default info.
+    pub log_level: log::LevelFilter,
+    /// Run the CLI with `--dangerously-skip-permissions`. Default true.
+    pub permissions_bypass: bool,
+    /// Largest request body in bytes. Default 10 MiB.
+    pub max_body: usize,
+    /// CLI runs at once. Default 4 × cores, at least 8.
+    pub max_concurrent: usize,
+    /// Runs waiting for a slot before new ones get 503. Default 256.
+    pub max_queue: usize,
+    /// `timeout_secs` when a request gives none. Default 120.
+    pub default_timeout_secs: u64,
+    /// Largest `timeout_secs` accepted. Default 3600.
+    pub max_timeout_secs: u64,
+    /// After SIGTERM to a run's process group, how long before SIGKILL. Default 2 s.
+    pub kill_grace: Duration,
+    /// After the CLI printed its result line, how long it may take to exit. Default 5 s.
+    pub result_grace: Duration,
+    /// Silence on a stream before a heartbeat. Default 1 s.
+    pub heartbeat: Duration,
+    /// Kill a run that printed nothing for this long (`STALLED`). Default none.
+    pub stall: Option<Duration>,
+    /// How long a /task with permission denials stays approvable. Default 1 h.
+    pub approval_ttl: Duration,
+    /// Extra environment for every CLI run (`[claude.env]`).
+    pub claude_env: Vec<(String, String)>,
+    /// Enabled plugins with their `[plugins.NAME]` tables.
+    pub plugins: BTreeMap<String, toml::Table>,
+    /// Never ask interactive questions at start.
+    pub force: bool,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// Environment variable names whose values are secrets: scrubbed from the CLI's
+    /// environment and from anything we print.
+    pub secret_env: Vec<String>,
+    /// Only for the test suite (never set from a flag, env or file): enables
+    /// `GET /__test/panic`, a route that panics, to prove a panic costs one request.
+    pub test_routes: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Config {
+            host: "0.0.0.0".into(),
+            port: 3000,
+            workers: (cores * 2).max(4),
+            keys: Keys::generate(),
+            claude_bin: "claude".into(),
+            workdir: PathBuf::from("/tmp/claude-tasks"),
+            workdir_allow: Vec::new(),
+            state_dir: PathBuf::from("/tmp/claude-tasks/.state"),
+            log_dir: PathBuf::from("./logs"),
+            log_level: log::LevelFilter::Info,
+            permissions_bypass: true,
+            max_body: 10 * 1024 * 1024,
+            max_concurrent: (cores * 4).max(8),
+            max_queue: 256,
+            default_timeout_secs: 120,
+            max_timeout_secs: 3600,
+            kill_grace: Duration::from_secs(2),
+            result_grace: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(1),
+            stall: None,
+            approval_ttl: Duration::from_secs(3600),
+            claude_env: Vec::new(),
+            plugins: BTreeMap::new(),
+            force: false,
+            config_file: None,
+            secret_env: vec!["WRAPPER_KEYS".into()],
+            test_routes: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    host: Option<String>,
+    port: Option<u16>,
+    workers: Option<usize>,
+    log_dir: Option<String>,
+    log_level: Option<String>,
+    state_dir: Option<String>,
+    max_body: Option<usize>,
+    max_concurrent: Option<usize>,
+    max_queue: Option<usize>,
+    heartbeat_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileClaude {
+    bin: Option<String>,
+    workdir: Option<String>,
+    workdir_allow: Option<Vec<String>>,
+    permissions_bypass: Option<bool>,
+    default_timeout_secs: Option<u64>,
+    max_timeout_secs: Option<u64>,
+    kill_grace_ms: Option<u64>,
+    result_grace_ms: Option<u64>,
+    stall_secs: Option<u64>,
+    approval_ttl_secs: Option<u64>,
+    env: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKey {
+    secret: Option<String>,
+    secret_env: Option<String>,
+    requests_per_minute: Option<u32>,
+    max_concurrent: Option<usize>,
+    daily_budget_usd: Option<f64>,
+    monthly_budget_usd: Option<f64>,
+}
+
+/// The environment, as a lookup function, so tests can hand in their own.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Config {
+    /// Builds the config from parsed flags and an environment. Errors are one line each,
+    /// saying what to fix.
+    pub fn load(args: &RawArgs, env: Env) -> Result<Config, String> {
+        let mut cfg = Config::default();
+        let mut keys: Option<Vec<Key>> = None;
+        let mut workdir_set = false;
+        let mut state_dir: Option<PathBuf> = None;
+        let mut enabled: BTreeMap<String, bool> = BTreeMap::new();
+        let mut plugin_tables: BTreeMap<String, toml::Table> = BTreeMap::new();
+
+        // 1. The file.
+        let (path, must_exist) = match &args.config {
+            Some(p) => (PathBuf::from(p), true),
+            None => (PathBuf::from("claudeway.toml"), false),
+        };
+        if path.is_file() || must_exist {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "cannot read config file {}: {e}; check --config",
+                    path.display()
+                )
+            })?;
+            let file: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), one_line(&e)))?;
+            let at = |section: &str| format!("{} [{section}]", path.display());
+            for (name, value) in file {
+                match name.as_str() {
+                    "server" => {
+                        let s: FileServer = value.try_into().map_err(|e| tom(&at("server"), e))?;
+                        apply_server(&mut cfg, s, &mut state_dir)?;
+                    }
+                    "claude" => {
+                        let c: FileClaude = value.try_into().map_err(|e| tom(&at("claude"), e))?;
+                        workdir_set |= c.workdir.is_some();
+                        apply_claude(&mut cfg, c)?;
+                    }
+                    "keys" => keys = Some(file_keys(value, env, &path, &mut cfg.secret_env)?),
+                    "plugins" => {
+                        let toml::Value::Table(t) = value else {
+                            return Err(format!("{}: `plugins` must be a table", path.display()));
+                        };
+                        for (plugin, table) in t {
+                            check_plugin(&plugin)?;
+                            let toml::Value::Table(table) = table else {
+                                return Err(format!(
+                                    "{}: [plugins.{plugin}] must be a table",
+                                    path.display()
+                                ));
+                            };
+                            if let Some(on) = table.get("enabled") {
+                                let on = on.as_bool().ok_or_else(|| {
+                                    format!(
+                                        "{}: [plugins.{plugin}] enabled must be true or false",
+                                        path.display()
+                                    )
+                                })?;
+                                enabled.insert(plugin.clone(), on);
+                            }
+                            plugin_tables.insert(plugin, table);
+                        }
+                    }
+                    other => {
+                        return Err(format!(
+                            "{}: unknown section [{other}]; known: server, claude, keys, plugins",
+                            path.display()
+                        ))
+                    }
+                }
+            }
+            cfg.config_file = Some(path);
+        }
+
+        // 2. The environment, then 3. the flags.
+        type Setter = fn(&mut Config, &str) -> Result<(), String>;
+        let layered: [(&str, Option<&String>, Setter); 10] = [
+            ("HOST", args.host.as_ref(), |c, v| set_host(c, v)),
+            ("PORT", args.port.as_ref(), |c, v| {
+                c.port = num(v, "port", 0, 65535)? as u16;
+                Ok(())
+            }),
+            ("CLAUDE_BIN", args.claude_bin.as_ref(), |c, v| {
+                c.claude_bin = nonempty(v, "claude-bin")?;
+                Ok(())
+            }),
+            ("CLAUDE_WORKDIR", args.workdir.as_ref(), |c, v| {
+                c.workdir = PathBuf::from(nonempty(v, "workdir")?);
+                Ok(())
+            }),
+            ("LOG_DIR", args.log_dir.as_ref(), |c, v| {
+                c.log_dir = PathBuf::from(nonempty(v, "log-dir")?);
+                Ok(())
+            }),
+            ("LOG_LEVEL", args.log_level.as_ref(), |c, v| {
+                c.log_level = level(v)?;
+                Ok(())
+            }),
+            ("WORKERS", args.workers.as_ref(), |c, v| {
+                c.workers = num(v, "workers", 1, 1024)? as usize;
+                Ok(())
+            }),
+            ("MAX_CONCURRENT", args.max_concurrent.as_ref(), |c, v| {
+                c.max_concurrent = num(v, "max-concurrent", 1, 100_000)? as usize;
+                Ok(())
+            }),
+            ("MAX_BODY", args.max_body.as_ref(), |c, v| {
+                c.max_body = num(v, "max-body", 1024, 1 << 32)? as usize;
+                Ok(())
+            }),
+            ("STATE_DIR", args.state_dir.as_ref(), |_, _| Ok(())),
+        ];
+        for (var, flag, set) in layered {
+            if let Some(v) = env(var) {
+                set(&mut cfg, &v).map_err(|e| format!("{var}: {e}"))?;
+                workdir_set |= var == "CLAUDE_WORKDIR";
+            }
+            if let Some(v) = flag {
+                set(&mut cfg, v).map_err(|e| format!("--{}: {e}", flag_name(var)))?;
+                workdir_set |= var == "CLAUDE_WORKDIR";
+            }
+        }
+        if let Some(v) = args.state_dir.clone().or_else(|| env("STATE_DIR")) {
+            state_dir = Some(PathBuf::from(nonempty(&v, "state-dir")?));
+        }
+        if let Some(v) = env("NO_PERMISSIONS_BYPASS") {
+            let off = parse_bool(&v).map_err(|e| format!("NO_PERMISSIONS_BYPASS: {e}"))?;
+            cfg.permissions_bypass = !off;
+        }
+        if args.no_permissions_bypass {
+            cfg.permissions_bypass = false;
+        }
+        if let Some(list) = env("WRAPPER_KEYS").filter(|v| !v.trim().is_empty()) {
+            keys = Some(keys::parse_list(&list).map_err(|e| format!("WRAPPER_KEYS: {e}"))?);
+        }
+        if let Some(list) = &args.keys {
+            keys = Some(keys::parse_list(list).map_err(|e| format!("--keys: {e}"))?);
+        }
+        cfg.keys = match keys {
+            Some(k) => Keys::new(k, false)?,
+            None => Keys::generate(),
+        };
+        cfg.force = args.force;
+
+        // Plugins: file, then --enable-plugin, then --disable-plugin (which always wins).
+        for p in &args.enable_plugins {
+            check_plugin(p)?;
+            enabled.insert(p.clone(), true);
+        }
+        for p in &args.disable_plugins {
+            check_plugin(p)?;
+            enabled.insert(p.clone(), false);
+        }
+        for (name, on) in enabled {
+            if on {
+                let table = plugin_tables.remove(&name).unwrap_or_default();
+                cfg.plugins.insert(name, table);
+            }
+        }
+
+        if workdir_set || state_dir.is_none() {
+            cfg.state_dir = cfg.workdir.join(".state");
+        }
+        if let Some(s) = state_dir {
+            cfg.state_dir = s;
+        }
+        if cfg.default_timeout_secs == 0 || cfg.default_timeout_secs > cfg.max_timeout_secs {
+            return Err(format!(
+                "default_timeout_secs must be between 1 and max_timeout_secs ({})",
+                cfg.max_timeout_secs
+            ));
+        }
+        Ok(cfg)
+    }
+
+    pub fn plugin_enabled(&self, name: &str) -> bool {
+        self.plugins.contains_key(name)
+    }
+
+    /// Every secret value the process knows: API key secrets and the values of
+    /// `secret_env` variables. Used to scrub text before it is shown or logged.
+    pub fn secret_values(&self, env: Env) -> Vec<String> {
+        let mut out: Vec<String> = self.keys.all().iter().map(|k| k.secret.clone()).collect();
+        for name in &self.secret_env {
+            if let Some(v) = env(name).filter(|v| v.len() >= 4) {
+                out.push(v);
+            }
+        }
+        for table in self.plugins.values() {
+            for key in ["bot_token", "webhook_url", "tunnel_token", "token"] {
+                if let Some(v) = table
+                    .get(key)
+                    .and_then(|v| v.as_str())
+                    .filter(|v| v.len() >= 4)
+                {
+                    out.push(v.to_string());
+                }
+            }
+        }
+        out
+    }
+}
+
+fn apply_server(
+    cfg: &mut Config,
+    s: FileServer,
+    state: &mut Option<PathBuf>,
+) -> Result<(), String> {
+    let at = |e: String| format!("[server] {e}");
+    if let Some(v) = s.host {
+        set_host(cfg, &v).map_err(at)?;
+    }
+    if let Some(v) = s.port {
+        cfg.port = v;
+    }
+    if let Some(v) = s.workers {
+        cfg.workers = num(&v.to_string(), "workers", 1, 1024).map_err(at)? as usize;
+    }
+    if let Some(v) = s.log_dir {
+        cfg.log_dir = PathBuf::from(nonempty(&v, "log_dir").map_err(at)?);
+    }
+    if let Some(v) = s.log_level {
+        cfg.log_level = level(&v).map_err(at)?;
+    }
+    if let Some(v) = s.state_dir {
+        *state = Some(PathBuf::from(nonempty(&v, "state_dir").map_err(at)?));
+    }
+    if let Some(v) = s.max_body {
+        cfg.max_body = num(&v.to_string(), "max_body", 1024, 1 << 32).map_err(at)? as usize;
+    }
+    if let Some(v) = s.max_concurrent {
+        cfg.max_concurrent =
+            num(&v.to_string(), "max_concurrent", 1, 100_000).map_err(at)? as usize;
+    }
+    if let Some(v) = s.max_queue {
+        cfg.max_queue = v;
+    }
+    if let Some(v) = s.heartbeat_ms {
+        cfg.heartbeat =
+            Duration::from_millis(num(&v.to_string(), "heartbeat_ms", 50, 600_000).map_err(at)?);
+    }
+    Ok(())
+}
+
+fn apply_claude(cfg: &mut Config, c: FileClaude) -> Result<(), String> {
+    let at = |e: String| format!("[claude] {e}");
+    if let Some(v) = c.bin {
+        cfg.claude_bin = nonempty(&v, "bin").map_err(at)?;
+    }
+    if let Some(v) = c.workdir {
+        cfg.workdir = PathBuf::from(nonempty(&v, "workdir").map_err(at)?);
+    }
+    if let Some(v) = c.workdir_allow {
+        cfg.workdir_allow = v.into_iter().map(PathBuf::from).collect();
+    }
+    if let Some(v) = c.permissions_bypass {
+        cfg.permissions_bypass = v;
+    }
+    if let Some(v) = c.max_timeout_secs {
+        cfg.max_timeout_secs = num(&v.to_string(), "max_timeout_secs", 1, 86_400).map_err(at)?;
+    }
+    if let Some(v) = c.default_timeout_secs {
+        cfg.default_timeout_secs = v;
+    }
+    if let Some(v) = c.kill_grace_ms {
+        cfg.kill_grace = Duration::from_millis(v);
+    }
+    if let Some(v) = c.result_grace_ms {
+        cfg.result_grace = Duration::from_millis(v);
+    }
+    if let Some(v) = c.stall_secs {
+        cfg.stall = (v > 0).then(|| Duration::from_secs(v));
+    }
+    if let Some(v) = c.approval_ttl_secs {
+        cfg.approval_ttl = Duration::from_secs(v);
+    }
+    if let Some(env) = c.env {
+        cfg.claude_env = env.into_iter().collect();
+    }
+    Ok(())
+}
+
+fn file_keys(
+    value: toml::Value,
+    env: Env,
+    path: &Path,
+    secret_env: &mut Vec<String>,
+) -> Result<Vec<Key>, String> {
+    let toml::Value::Table(table) = value else {
+        return Err(format!(
+            "{}: `keys` must be a table of [keys.<id>] tables",
+            path.display()
+        ));
+    };
+    let mut out = Vec::new();
+    for (id, v) in table {
+        let k: FileKey = v
+            .try_into()
+            .map_err(|e| tom(&format!("{} [keys.{id}]", path.display()), e))?;
+        let secret = match (k.secret, k.secret_env) {
+            (Some(s), None) => s,
+            (None, Some(var)) => {
+                let s = env(&var).filter(|s| !s.is_empty()).ok_or_else(|| {
+                    format!("[keys.{id}] secret_env = \"{var}\" but {var} is not set or empty")
+                })?;
+                secret_env.push(var);
+                s
+            }
+            _ => {
+                return Err(format!(
+                    "[keys.{id}] needs exactly one of `secret` or `secret_env`"
+                ))
+            }
+        };
+        let limits = KeyLimits {
+            requests_per_minute: k.requests_per_minute,
+            max_concurrent: k.max_concurrent,
+            daily_budget_usd: k.daily_budget_usd,
+            monthly_budget_usd: k.monthly_budget_usd,
+        };
+        out.push(Key { id, secret, limits });
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "{}: [keys] is empty; add a [keys.<id>] table",
+            path.display()
+        ));
+    }
+    Ok(out)
+}
+
+fn check_plugin(name: &str) -> Result<(), String> {
+    if PLUGINS.contains(&name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown plugin `{name}`; valid plugins: {}",
+            PLUGINS.join(", ")
+        ))
+    }
+}
+
+fn set_host(cfg: &mut Config, v: &str) -> Result<(), String> {
+    let v = nonempty(v, "host")?;
+    let probe = if v.contains(':') {
+        format!("[{v}]:0")
+    } else {
+        format!("{v}:0")
+    };
+    if probe.parse::<std::net::SocketAddr>().is_err() && v != "localhost" {
+        return Err(format!(
+            "`{v}` is not an IP address (for example 0.0.0.0 or 127.0.0.1)"
+        ));
+    }
+    cfg.host = v;
+    Ok(())
+}
+
+fn nonempty(v: &str, what: &str) -> Result<String, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        Err(format!("{what} must not be empty"))
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+fn num(v: &str, what: &str, min: u64, max: u64) -> Result<u64, String> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{what} must be a whole number from {min} to {max}, not `{v}`"
+        )),
+    }
+}
+
+fn level(v: &str) -> Result<log::LevelFilter, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("log level `{v}` is not one of off, error, warn, info, debug, trace"))
+}
+
+/// `1/true/yes/on` and `0/false/no/off/""`, any case.
+pub fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!(
+            "`{v}` is not a boolean; use 1/true/yes/on or 0/false/no/off"
+        )),
+    }
+}
+
+fn flag_name(var: &str) -> &'static str {
+    match var {
+        "HOST" => "host",
+        "PORT" => "port",
+        "CLAUDE_BIN" => "claude-bin",
+        "CLAUDE_WORKDIR" => "workdir",
+        "LOG_DIR" => "log-dir",
+        "LOG_LEVEL" => "log-level",
+        "WORKERS" => "workers",
+        "MAX_CONCURRENT" => "max-concurrent",
+        "MAX_BODY" => "max-body",
+        _ => "state-dir",
+    }
+}
+
+fn tom(at: &str, e: toml::de::Error) -> String {
+    format!("{at}: {}", one_line(&e))
+}
+
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
+        let raw = crate::flags::parse(args.iter().copied()).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(&raw, &|k| env.get(k).cloned())
+    }
+
+    fn file(text: &str) -> (tempdir::Dir, String) {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("claudeway.toml");
+        std::fs::write(&path, text).unwrap();
+        let p = path.to_string_lossy().into_owned();
+        (dir, p)
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                let p = std::env::temp_dir().join(format!("cw-cfg-{}", uuid::Uuid::new_v4()));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = load(&["--config", "/nonexistent/never"], &[]).unwrap_err();
+        assert!(cfg.contains("cannot read config file"), "{cfg}");
+        let cfg = load(&[], &[]).unwrap();
+        assert_eq!(cfg.port, 3000);
+        assert_eq!(cfg.host, "0.0.0.0");
+        assert!(cfg.keys.generated);
+        assert_eq!(cfg.keys.admin().id, "default");
+        assert!(cfg.permissions_bypass);
+        assert_eq!(cfg.default_timeout_secs, 120);
+        assert!(cfg.plugins.is_empty());
+    }
+
+    #[test]
+    fn precedence_defaults_file_env_flags() {
+        let (_d, path) = file(
+            "[server]\nport = 4000\nhost = \"127.0.0.1\"\nlog_level = \"debug\"\n\
+             [claude]\nbin = \"from-file\"\nworkdir = \"/tmp/ff\"\n\
+             [keys.filekey]\nsecret = \"file-secret\"\n",
+        );
+        let cfg = load(&["--config", &path], &[]).unwrap();
+        assert_eq!((cfg.port, cfg.claude_bin.as_str()), (4000, "from-file"));
+        assert_eq!(cfg.keys.admin().id, "filekey");
+        assert_eq!(cfg.log_level, log::LevelFilter::Debug);
+        assert_eq!(cfg.state_dir, PathBuf::from("/tmp/ff/.state"));
+
+        let env = [
+            ("PORT", "5000"),
+            ("CLAUDE_BIN", "from-env"),
+            ("WRAPPER_KEYS", "envkey:s"),
+        ];
+        let cfg = load(&["--config", &path], &env).unwrap();
+        assert_eq!((cfg.port, cfg.claude_bin.as_str()), (5000, "from-env"));
+        assert_eq!(cfg.keys.admin().id, "envkey");
+        assert_eq!(cfg.host, "127.0.0.1");
+
+        let cfg = load(
+            &["--config", &path, "-p", "6000", "--keys", "flagkey:x"],
+            &env,
+        )
+        .unwrap();
+        assert_eq!((cfg.port, cfg.claude_bin.as_str()), (6000, "from-env"));
+        assert_eq!(cfg.keys.admin().id, "flagkey");
+    }
+
+    #[test]
+    fn keys_keep_file_order_and_read_secret_env() {
+        let (_d, path) = file(
+            "[keys.zeta]\nsecret_env = \"ZETA_SECRET\"\nrequests_per_minute = 5\n\
+             [keys.alpha]\nsecret = \"a\"\n",
+        );
+        let cfg = load(&["--config", &path], &[("ZETA_SECRET", "zs")]).unwrap();
+        let ids: Vec<_> = cfg.keys.all().iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["zeta", "alpha"]);
+        assert_eq!(cfg.keys.admin().secret, "zs");
+        assert_eq!(cfg.keys.admin().limits.requests_per_minute, Some(5));
+        assert!(cfg.secret_env.contains(&"ZETA_SECRET".to_string()));
+        let err = load(&["--config", &path], &[]).unwrap_err();
+        assert!(err.contains("ZETA_SECRET is not set"), "{err}");
+    }
+
+    #[test]
+    fn bad_input_is_one_clear_message() {
+        let (_d, path) = file("[server]\nport = \"x\n");
+        let err = load(&["--config", &path], &[]).unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        let (_d, path) = file("[server]\nprot = 1\n");
+        assert!(load(&["--config", &path], &[])
+            .unwrap_err()
+            .contains("prot"));
+        let (_d, path) = file("[bogus]\n");
+        assert!(load(&["--config", &path], &[])
+            .unwrap_err()
+            .contains("unknown section"));
+        assert!(load(&["-p", "70000"], &[]).unwrap_err().contains("--port"));
+        assert!(load(&[], &[("PORT", "abc")])
+            .unwrap_err()
+            .starts_with("PORT:"));
+        assert!(load(&["--keys", "a:1,a:2"], &[])
+            .unwrap_err()
+            .contains("twice"));
+        assert!(load(&[], &[("WRAPPER_KEYS", "nocolon")])
+            .unwrap_err()
+            .contains("WRAPPER_KEYS"));
+        assert!(load(&["--log-level", "loud"], &[]).is_err());
+        assert!(load(&["--host", "not an ip"], &[]).is_err());
+    }
+
+    #[test]
+    fn booleans_and_plugins() {
+        for (v, bypass) in [
+            ("1", false),
+            ("TRUE", false),
+            ("yes", false),
+            ("off", true),
+            ("", true),
+        ] {
+            let cfg = load(&[], &[("NO_PERMISSIONS_BYPASS", v)]).unwrap();
+            assert_eq!(cfg.permissions_bypass, bypass, "{v}");
+        }
+        assert!(load(&[], &[("NO_PERMISSIONS_BYPASS", "maybe")])
+            .unwrap_err()
+            .contains("boolean"));
+        assert!(
+            !load(&["--no-permissions-bypass"], &[])
+                .unwrap()
+                .permissions_bypass
+        );
+
+        let (_d, path) = file(
+            "[plugins.swagger]\nenabled = true\n[plugins.slack]\nenabled = true\nwebhook_url = \"http://x/hook\"\n",
+        );
+        let cfg = load(&["--config", &path, "--disable-plugin", "slack"], &[]).unwrap();
+        assert!(cfg.plugin_enabled("swagger") && !cfg.plugin_enabled("slack"));
+        let cfg = load(&["--config", &path, "--enable-plugin", "dashboard"], &[]).unwrap();
+        assert!(cfg.plugin_enabled("dashboard") && cfg.plugin_enabled("slack"));
+        assert!(cfg
+            .secret_values(&|_| None)
+            .contains(&"http://x/hook".to_string()));
+        let err = load(&["--enable-plugin", "nope"], &[]).unwrap_err();
+        assert!(err.contains("valid plugins: dashboard"), "{err}");
+    }
+}

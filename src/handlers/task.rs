@@ -1,0 +1,127 @@
+//! `POST /task`: one prompt, one CLI run, one JSON answer. The request is validated on the
+//! worker; the run, the answer and the audit line happen on a run thread. Without a
+//! `workdir` the task gets a fresh directory under the base workdir, removed afterwards.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::claude::{args, Conversation, Flow, RunSpec};
+use crate::error::ApiError;
+use crate::exchange::Exchange;
+use crate::input::Body;
+use crate::reply::Reply;
+use crate::runner::{self, Job};
+
+/// The options every one-shot task takes (`/task`, `/task/stream`, `/task/ws`).
+#[derive(Debug, Clone)]
+pub struct TaskRequest {
+    pub prompt: String,
+    pub model: String,
+    pub system_prompt: Option<String>,
+    pub workdir: Option<String>,
+    pub timeout: Duration,
+}
+
+impl TaskRequest {
+    pub fn parse(app: &App, body: &Body) -> Result<TaskRequest, ApiError> {
+        let prompt = body.string("prompt")?;
+        let model = body.opt_string("model")?.unwrap_or_else(|| "sonnet".into());
+        args::validate_model(&model).map_err(ApiError::bad_request)?;
+        let max = app.config.max_timeout_secs;
+        let timeout = body
+            .opt_u64("timeout_secs", 1, max)?
+            .unwrap_or(app.config.default_timeout_secs);
+        Ok(TaskRequest {
+            prompt,
+            model,
+            system_prompt: body.opt_string("system_prompt")?,
+            workdir: body.opt_string("workdir")?,
+            timeout: Duration::from_secs(timeout),
+        })
+    }
+
+    /// The run's working directory: the requested one (confined), or a fresh one under
+    /// `<workdir>/tasks/` that the caller removes when done (`true`).
+    pub fn resolve_workdir(&self, app: &App, id: &str) -> Result<(PathBuf, bool), ApiError> {
+        let mut roots = vec![app.config.workdir.clone()];
+        roots.extend(app.config.workdir_allow.iter().cloned());
+        match &self.workdir {
+            Some(w) => Ok((crate::paths::confine_dir(&roots, w, "workdir")?, false)),
+            None => {
+                let dir = app.config.workdir.join("tasks").join(id);
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    ApiError::internal(format!(
+                        "cannot create the task's workdir: {e}; check --workdir"
+                    ))
+                })?;
+                Ok((dir, true))
+            }
+        }
+    }
+
+    /// The job for a new conversation `session_id` in `cwd`.
+    pub fn job(
+        &self,
+        app: &App,
+        ex: &Exchange,
+        key_id: &str,
+        session_id: &str,
+        cwd: PathBuf,
+    ) -> Job {
+        let mut spec = RunSpec::new(
+            &self.model,
+            Conversation::New(session_id.to_string()),
+            app.config.permissions_bypass,
+        );
+        spec.system_prompt = self.system_prompt.clone();
+        Job {
+            request_id: ex.request_id.clone(),
+            key_id: key_id.to_string(),
+            route: ex.path.clone(),
+            session_id: session_id.to_string(),
+            spec,
+            prompt: self.prompt.clone(),
+            cwd,
+            timeout: self.timeout,
+            arrived: ex.started,
+            done_message: "task completed",
+            env: Vec::new(),
+        }
+    }
+}
+
+/// Reads and parses a JSON body under the size limit.
+pub fn read_body(app: &App, ex: &mut Exchange) -> Result<Body, ApiError> {
+    let bytes = ex.read_body(app.config.max_body)?;
+    Body::parse(&bytes)
+}
+
+pub fn post(app: &Arc<App>, mut ex: Exchange, key_id: String) {
+    let prepared = read_body(app, &mut ex).and_then(|body| {
+        let req = TaskRequest::parse(app, &body)?;
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let (cwd, temporary) = req.resolve_workdir(app, &session_id)?;
+        Ok((
+            req.job(app, &ex, &key_id, &session_id, cwd.clone()),
+            cwd,
+            temporary,
+        ))
+    });
+    let (job, cwd, temporary) = match prepared {
+        Ok(p) => p,
+        Err(e) => return ex.error(e),
+    };
+    let app = app.clone();
+    crate::server::spawn_run("task", move || {
+        let finished = runner::execute(&app, &job, &mut |_| Flow::Continue);
+        if temporary {
+            let _ = std::fs::remove_dir_all(&cwd);
+        }
+        match finished.error {
+            Some(e) => ex.error(e),
+            None => ex.respond(Reply::ok(&finished.response)),
+        }
+    });
+}

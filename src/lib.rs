@@ -1,0 +1,25 @@
+//! Claudeway: an HTTP API in front of the `claude` CLI. The modules are listed in the order
+//! a request meets them; ARCHITECTURE.md has the map and the invariants.
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod claude;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod exchange;
+pub mod flags;
+pub mod handlers;
+pub mod healthcheck;
+pub mod input;
+pub mod keys;
+pub mod os;
+pub mod paths;
+pub mod random;
+pub mod reply;
+pub mod router;
+pub mod runner;
+pub mod runs;
+pub mod server;
+pub mod which;

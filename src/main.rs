@@ -1,0 +1,110 @@
+//! The `claudeway` binary: flags → config → logging → server, then wait for a signal and
+//! shut down in order. Start-up errors are printed as one `error: ...` line (no backtrace)
+//! and exit with status 2.
+
+use std::time::Duration;
+
+use claudeway::{config, flags, os, server};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let raw = flags::parse(std::env::args_os().skip(1))?;
+    if raw.help {
+        print!("{}", flags::HELP);
+        return Ok(());
+    }
+    if raw.version {
+        println!("claudeway {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    if raw.healthcheck {
+        let host = raw.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let port = raw
+            .port
+            .clone()
+            .or_else(|| std::env::var("PORT").ok())
+            .unwrap_or_else(|| "3000".into());
+        let host = if host == "0.0.0.0" {
+            "127.0.0.1".to_string()
+        } else {
+            host
+        };
+        return claudeway::healthcheck::probe(&host, &port);
+    }
+    let cfg = config::Config::load(&raw, &config::process_env)?;
+    init_logging(cfg.log_level);
+    if let Some(f) = &cfg.config_file {
+        log::info!("config file: {}", f.display());
+    }
+    check_claude_bin(&cfg)?;
+    os::catch_shutdown_signals();
+    let generated = cfg.keys.generated.then(|| cfg.keys.admin().secret.clone());
+    let key_ids: Vec<String> = cfg.keys.all().iter().map(|k| k.id.clone()).collect();
+    let host = cfg.host.clone();
+    let running = server::start(cfg)?;
+    let port = running.addr.port();
+    if let Some(secret) = generated {
+        eprintln!("No API keys configured — generated one for you:");
+        eprintln!("{secret}");
+        eprintln!(
+            "Use it as: curl -H \"Authorization: Bearer sk-...\" http://localhost:{port}/task"
+        );
+        eprintln!("To set your own keys, use --keys or WRAPPER_KEYS env var.");
+    } else {
+        log::info!(
+            "{} API key(s): {} (admin: {})",
+            key_ids.len(),
+            key_ids.join(", "),
+            key_ids[0]
+        );
+    }
+    eprintln!(
+        "Claudeway v{} listening on {host}:{port}",
+        env!("CARGO_PKG_VERSION")
+    );
+    while os::shutdown_signals() == 0 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("Shutting down (a second signal stops at once)");
+    let grace = Duration::from_secs(30);
+    running.shutdown(grace, &|| os::shutdown_signals() > 1);
+    Ok(())
+}
+
+fn init_logging(level: log::LevelFilter) {
+    let config = simplelog::ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_thread_level(log::LevelFilter::Off)
+        .set_target_level(log::LevelFilter::Off)
+        .build();
+    let _ = simplelog::WriteLogger::init(level, config, std::io::stderr());
+}
+
+/// Warns (or, on a terminal, asks) when the claude CLI cannot be found.
+fn check_claude_bin(cfg: &config::Config) -> Result<(), String> {
+    if claudeway::which::find(&cfg.claude_bin).is_some() {
+        return Ok(());
+    }
+    let msg = format!(
+        "the claude CLI `{}` was not found; tasks will fail until it is installed (npm install -g @anthropic-ai/claude-code) or --claude-bin points at it",
+        cfg.claude_bin
+    );
+    if cfg.force || !os::stdin_is_tty() {
+        log::warn!("{msg}");
+        return Ok(());
+    }
+    eprint!("{msg}.\nContinue anyway? [y/N] ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err("stopped: the claude CLI is missing".into())
+    }
+}

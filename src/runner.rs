@@ -1,0 +1,277 @@
+//! One CLI turn for a request, from admission to audit line: wait for a place at the
+//! [`Gate`](crate::runs::Gate), register the run, run the CLI under its limits while a sink
+//! watches the lines, then turn the [`Outcome`] into the [`TaskResponse`] (or the error) the
+//! client gets and write the audit line. /task, the streams, sessions and approvals all come
+//! through here, so they answer and account alike. Runs on a run thread, never on a worker.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::app::App;
+use crate::audit::Entry;
+use crate::claude::{
+    self, args, Denial, End, Event, Flow, Invocation, Limits, Outcome, RunSpec, Tokens,
+};
+use crate::error::{ApiError, Kind};
+use crate::runs::Refused;
+
+/// A CLI turn to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub request_id: String,
+    pub key_id: String,
+    /// The route as the audit log names it (`/task`, `/session/{id}`, ...).
+    pub route: String,
+    /// The conversation (= session) id the client sees.
+    pub session_id: String,
+    pub spec: RunSpec,
+    pub prompt: String,
+    pub cwd: PathBuf,
+    pub timeout: Duration,
+    /// When the request arrived: the timeout counts from here, queue wait included.
+    pub arrived: Instant,
+    /// The audit message on success ("task completed", "approval granted", ...).
+    pub done_message: &'static str,
+    /// Extra variables for this run (a per-key HOME, ...).
+    pub env: Vec<(String, String)>,
+}
+
+/// The answer of /task, session turns and approvals, and the `done` event of streams.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct TaskResponse {
+    pub session_id: String,
+    pub result: Option<String>,
+    pub success: bool,
+    pub duration_ms: u64,
+    pub tokens: Option<Tokens>,
+    pub cost_usd: Option<f64>,
+    pub error: Option<String>,
+    /// Omitted when empty: the original's clients test for its presence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permission_denials: Vec<Denial>,
+}
+
+/// A finished turn: what the client gets, and the error when the turn failed before the CLI
+/// could give a result (timeout, spawn failure, ...).
+#[derive(Debug)]
+pub struct Finished {
+    pub response: TaskResponse,
+    pub error: Option<ApiError>,
+    pub outcome: Option<Outcome>,
+}
+
+/// Prefix of `error` when the CLI itself reports a failure.
+pub const CLI_ERROR: &str = "Claude CLI returned an error";
+
+/// Runs `job`; `sink` sees every line and heartbeat (streams forward them). Writes the audit
+/// line before returning.
+pub fn execute(app: &App, job: &Job, sink: &mut dyn FnMut(Event) -> Flow) -> Finished {
+    let deadline = job.arrived + job.timeout;
+    let cap = app
+        .config
+        .keys
+        .get(&job.key_id)
+        .and_then(|k| k.limits.max_concurrent);
+    let finished = match app.gate.acquire(&job.key_id, cap, deadline) {
+        Err(refused) => fail(job, refused_error(app, refused, job.timeout)),
+        Ok(_slot) => {
+            let reg = app.registry.register(
+                &job.request_id,
+                &job.key_id,
+                Some(&job.session_id),
+                &job.route,
+            );
+            let mut env = app.config.claude_env.clone();
+            env.extend(job.env.iter().cloned());
+            let inv = Invocation {
+                program: app.config.claude_bin.clone(),
+                args: args::build(&job.spec),
+                cwd: job.cwd.clone(),
+                env_remove: app.env_remove.clone(),
+                env_add: env,
+                stdin: job.prompt.as_bytes().to_vec(),
+            };
+            let limits = Limits {
+                deadline,
+                stall: app.config.stall,
+                heartbeat: app.config.heartbeat,
+                result_grace: app.config.result_grace,
+                kill_grace: app.config.kill_grace,
+            };
+            let registry = app.registry.clone();
+            let mut on_spawn = |pid| registry.set_pid(&job.request_id, pid);
+            match claude::process::run(inv, &limits, &reg.cancel, &reg.bytes, &mut on_spawn, sink) {
+                Err(e) => fail(job, ApiError::internal(app.scrub(&e.to_string()))),
+                Ok(outcome) => conclude(app, job, outcome),
+            }
+        }
+    };
+    audit(app, job, &finished);
+    finished
+}
+
+fn refused_error(app: &App, refused: Refused, timeout: Duration) -> ApiError {
+    match refused {
+        Refused::QueueFull => ApiError::new(
+            Kind::Overloaded,
+            format!(
+                "all {} run places are busy and the queue is full; retry later",
+                app.config.max_concurrent
+            ),
+        )
+        .with_header("Retry-After", "5"),
+        Refused::Timeout => ApiError::new(
+            Kind::Timeout,
+            format!("timeout_secs ({}) ran out while waiting for a free run place; retry later or raise timeout_secs", timeout.as_secs()),
+        ),
+        Refused::Closed => shutting_down(),
+    }
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        Kind::Overloaded,
+        "the server is shutting down; retry in a moment",
+    )
+    .with_header("Retry-After", "5")
+}
+
+fn fail(job: &Job, error: ApiError) -> Finished {
+    Finished {
+        response: TaskResponse {
+            session_id: job.session_id.clone(),
+            result: None,
+            success: false,
+            duration_ms: job.arrived.elapsed().as_millis() as u64,
+            tokens: None,
+            cost_usd: None,
+            error: Some(error.message.clone()),
+            permission_denials: Vec::new(),
+        },
+        error: Some(error),
+        outcome: None,
+    }
+}
+
+fn conclude(app: &App, job: &Job, out: Outcome) -> Finished {
+    let duration_ms = job.arrived.elapsed().as_millis() as u64;
+    let secs = job.timeout.as_secs();
+    let error = match out.end {
+        End::TimedOut => Some(ApiError::new(
+            Kind::Timeout,
+            format!("the run took longer than timeout_secs ({secs}) and was stopped; raise timeout_secs or split the task"),
+        )),
+        End::Stalled => Some(ApiError::new(
+            Kind::Stalled,
+            format!(
+                "the CLI printed nothing for {} s and was stopped (stall watchdog)",
+                app.config.stall.map(|d| d.as_secs()).unwrap_or(0)
+            ),
+        )),
+        End::Cancelled if app.is_shutting_down() => Some(shutting_down()),
+        End::Cancelled => Some(ApiError::new(Kind::Conflict, "the run was cancelled before it finished")),
+        End::ClientGone => Some(ApiError::new(Kind::Conflict, "the client went away; the run was stopped")),
+        End::Exited if out.result.is_none() => Some(no_result_error(app, &out)),
+        End::Exited => None,
+    };
+    let result = out.result.as_ref();
+    let success =
+        error.is_none() && result.is_some_and(|r| r.ok()) && out.exit_code.is_none_or(|c| c == 0);
+    let text = match result {
+        Some(r) => r
+            .result
+            .clone()
+            .or_else(|| (!out.text.is_empty()).then(|| out.text.clone())),
+        None => (!out.text.is_empty()).then(|| out.text.clone()),
+    };
+    let error_text = match (&error, result) {
+        (Some(e), _) => Some(e.message.clone()),
+        (None, Some(r)) if !success => Some(format!("{CLI_ERROR}: {}", app.scrub(&r.error_text()))),
+        _ => None,
+    };
+    Finished {
+        response: TaskResponse {
+            session_id: job.session_id.clone(),
+            result: text,
+            success,
+            duration_ms,
+            tokens: Some(out.tokens),
+            cost_usd: result.and_then(|r| r.cost_usd),
+            error: error_text,
+            permission_denials: result.map(|r| r.denials.clone()).unwrap_or_default(),
+        },
+        error,
+        outcome: Some(out),
+    }
+}
+
+/// The CLI exited without a result line: say why, in words that help.
+fn no_result_error(app: &App, out: &Outcome) -> ApiError {
+    let last = out
+        .last_stderr_line()
+        .map(|l| app.scrub(l))
+        .unwrap_or_default();
+    if last.contains("No conversation found with session ID") {
+        return ApiError::new(
+            Kind::Conflict,
+            "the CLI no longer has this conversation (its transcript is gone); start a new session",
+        );
+    }
+    if last.contains("cannot be used with root/sudo privileges") {
+        return ApiError::internal(
+            "the claude CLI refuses --dangerously-skip-permissions when run as root: run Claudeway as a non-root user, set IS_SANDBOX=1 in its environment if this machine is a sandbox, or start it with --no-permissions-bypass",
+        );
+    }
+    let code = out
+        .exit_code
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "a signal".into());
+    if last.is_empty() {
+        ApiError::internal(format!(
+            "the claude CLI exited ({code}) without a result and printed nothing on stderr"
+        ))
+    } else {
+        ApiError::internal(format!(
+            "the claude CLI exited ({code}) without a result: {last}"
+        ))
+    }
+}
+
+fn audit(app: &App, job: &Job, f: &Finished) {
+    let out = f.outcome.as_ref();
+    let message = match (out.map(|o| o.end), &f.error, f.response.success) {
+        (_, None, true) => job.done_message,
+        (Some(End::TimedOut), _, _) => "task timed out",
+        (Some(End::Stalled), _, _) => "task stalled",
+        (Some(End::Cancelled | End::ClientGone), _, _) => "task cancelled",
+        (None, Some(e), _) if e.kind == Kind::Overloaded => "task refused",
+        (None, Some(e), _) if e.kind == Kind::Timeout => "task timed out",
+        _ => "task failed",
+    };
+    let mut e = Entry::new(&job.request_id, &job.route, Some(&job.key_id), message);
+    if let Some(err) = &f.error {
+        e = e.failed(err.status(), err.code());
+        if out.is_some_and(|o| o.end == End::ClientGone) {
+            e.status = 499;
+            e.code = Some("CLIENT_CLOSED".into());
+        }
+    } else if !f.response.success {
+        e.success = false;
+        e.level = "WARN".into();
+    }
+    e.session_id = Some(job.session_id.clone());
+    e.model = Some(job.spec.model.clone());
+    e.model_resolved = out.and_then(|o| {
+        o.result
+            .as_ref()
+            .and_then(|r| r.model.clone())
+            .or_else(|| o.model.clone())
+    });
+    e.claude_exit_code = out.and_then(|o| o.exit_code);
+    e.duration_ms = f.response.duration_ms;
+    e.tokens = f.response.tokens;
+    e.cost_usd = f.response.cost_usd;
+    app.audit.record(e);
+}

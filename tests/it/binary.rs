@@ -1,0 +1,209 @@
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn claudeway() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_claudeway"));
+    c.env_remove("WRAPPER_KEYS")
+        .env_remove("PORT")
+        .env_remove("HOST")
+        .env_remove("LOG_DIR");
+    c
+}
+
+/// A running binary; killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary and reads stderr up to the "listening on" line.
+fn start(dir: &TempDir, extra: &[&str]) -> (Proc, Vec<String>, u16) {
+    let mut child = claudeway()
+        .current_dir(dir.path())
+        .args([
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--claude-bin",
+            &fake_claude(),
+            "--workdir",
+            "work",
+            "--log-dir",
+            "logs",
+        ])
+        .args(extra)
+        .env("HOME", dir.path())
+        .env("IS_SANDBOX", "1")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut r = BufReader::new(child.stderr.take().unwrap());
+    let port = loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).unwrap() == 0 {
+            panic!("exited early: {lines:?}");
+        }
+        let l = l.trim_end().to_string();
+        lines.push(l.clone());
+        if let Some(addr) = l.split(" listening on ").nth(1) {
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in r.lines() {});
+    (Proc(child), lines, port)
+}
+
+#[test]
+fn help_and_version() {
+    let out = claudeway().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--no-permissions-bypass"));
+    let out = claudeway().arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("claudeway {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn bad_start_is_one_error_line_and_exit_2() {
+    let dir = TempDir::new("bin");
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&["--bogus"], &[], "--bogus"),
+        (&["--port", "x"], &[], "--port"),
+        (&["--config", "missing.toml"], &[], "missing.toml"),
+        (&[], &[("WRAPPER_KEYS", "a:1,a:2")], "twice"),
+        (
+            &[],
+            &[("NO_PERMISSIONS_BYPASS", "perhaps")],
+            "NO_PERMISSIONS_BYPASS",
+        ),
+        (&["--enable-plugin", "nope"], &[], "valid plugins"),
+    ];
+    for (args, env, want) in cases {
+        let out = claudeway()
+            .current_dir(dir.path())
+            .args(*args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: ") && err.contains(want), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    std::fs::write(dir.path().join("bad.toml"), "[server]\nport = [\n").unwrap();
+    let out = claudeway()
+        .current_dir(dir.path())
+        .args(["--config", "bad.toml"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("column"), "{err}");
+}
+
+#[test]
+fn a_generated_key_is_printed_in_the_banner_and_works() {
+    let dir = TempDir::new("bin");
+    let (_p, lines, port) = start(&dir, &[]);
+    let banner: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.contains(" WARN ") && !l.contains(" INFO "))
+        .collect();
+    assert_eq!(banner[0], "No API keys configured — generated one for you:");
+    let secret = banner[1];
+    assert!(
+        secret.starts_with("sk-")
+            && secret.len() == 67
+            && secret[3..].chars().all(|c| c.is_ascii_hexdigit())
+    );
+    assert_eq!(
+        banner[2],
+        format!("Use it as: curl -H \"Authorization: Bearer sk-...\" http://localhost:{port}/task")
+    );
+    assert_eq!(
+        banner[3],
+        "To set your own keys, use --keys or WRAPPER_KEYS env var."
+    );
+    assert_eq!(
+        banner[4],
+        format!(
+            "Claudeway v{} listening on 127.0.0.1:{port}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let r = request(
+        addr,
+        "POST",
+        "/task",
+        Some(secret),
+        &[],
+        json!({"prompt": "hi"}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        dir.path().join("logs/default").is_dir(),
+        "the generated key's id is `default`"
+    );
+}
+
+#[test]
+fn sigterm_lets_a_running_task_finish_and_log() {
+    let dir = TempDir::new("bin");
+    let (mut p, _lines, port) = start(&dir, &["--keys", "k:secret-for-sigterm"]);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t = std::thread::spawn(move || {
+        request(
+            addr,
+            "POST",
+            "/task",
+            Some("secret-for-sigterm"),
+            &[],
+            json!({"prompt": "SLEEP 1500 finishing"})
+                .to_string()
+                .as_bytes(),
+        )
+    });
+    let runs = dir.path().join("work/tasks");
+    assert!(eventually(Duration::from_secs(20), || std::fs::read_dir(
+        &runs
+    )
+    .map(|d| d.count() > 0)
+    .unwrap_or(false)));
+    unsafe_sigterm(p.0.id());
+    let r = t.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let status = p.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let logs: String = std::fs::read_dir(dir.path().join("logs/k"))
+        .unwrap()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap())
+        .collect();
+    assert!(logs.contains("task completed"), "{logs}");
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}

@@ -1,0 +1,351 @@
+//! Test support: [`TestServer`] starts Claudeway in-process on 127.0.0.1, port 0, with the
+//! fake CLI and a private directory tree, and shuts it down on drop; a small HTTP client
+//! over a real socket, with read timeouts so that a bug fails a test instead of hanging it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use claudeway::config::Config;
+use claudeway::server::{self, Running};
+use serde_json::Value;
+
+pub const ADMIN: &str = "admin-secret-0123456789";
+pub const USER: &str = "user-secret-0123456789";
+/// A secret in the server's own environment that no CLI run may see.
+pub const LEAKY: &str = "leak-me-not-9876543210";
+
+static INIT: Once = Once::new();
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn init() {
+    INIT.call_once(|| {
+        // The gateway's environment holds secrets the CLI must not inherit.
+        std::env::set_var("WRAPPER_KEYS", format!("leak:{LEAKY}"));
+        std::env::set_var("CLAUDECODE", "1");
+        if std::env::var("TEST_LOG").is_ok() {
+            let _ = simplelog::SimpleLogger::init(
+                log::LevelFilter::Debug,
+                simplelog::Config::default(),
+            );
+        }
+    });
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("cw-it-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p.canonicalize().unwrap())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn fake_claude() -> String {
+    env!("CARGO_BIN_EXE_fake-claude").to_string()
+}
+
+/// The config every test server starts from.
+pub fn test_config(root: &Path) -> Config {
+    let raw = claudeway::flags::parse(["--keys", &format!("admin:{ADMIN},user:{USER}")]).unwrap();
+    let mut cfg = Config::load(&raw, &|_| None).unwrap();
+    cfg.host = "127.0.0.1".into();
+    cfg.port = 0;
+    cfg.workers = 4;
+    cfg.claude_bin = fake_claude();
+    cfg.workdir = root.join("work");
+    cfg.state_dir = root.join("state");
+    cfg.log_dir = root.join("logs");
+    cfg.kill_grace = Duration::from_millis(500);
+    cfg.result_grace = Duration::from_millis(1000);
+    cfg.claude_env = vec![
+        (
+            "HOME".into(),
+            root.join("home").to_string_lossy().into_owned(),
+        ),
+        ("IS_SANDBOX".into(), "1".into()),
+        (
+            "FAKE_CLAUDE_LOG".into(),
+            root.join("fake").to_string_lossy().into_owned(),
+        ),
+    ];
+    cfg
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub running: Option<Running>,
+    pub dir: TempDir,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::with(|_| {})
+    }
+
+    pub fn with(f: impl FnOnce(&mut Config)) -> TestServer {
+        init();
+        let dir = TempDir::new("srv");
+        let mut cfg = test_config(dir.path());
+        f(&mut cfg);
+        let running = server::start(cfg).expect("server starts");
+        TestServer {
+            addr: running.addr,
+            running: Some(running),
+            dir,
+        }
+    }
+
+    pub fn app(&self) -> &claudeway::app::App {
+        &self.running.as_ref().unwrap().app
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn get(&self, path: &str, key: Option<&str>) -> Resp {
+        request(self.addr, "GET", path, key, &[], b"")
+    }
+
+    pub fn post(&self, path: &str, key: Option<&str>, body: &Value) -> Resp {
+        request(
+            self.addr,
+            "POST",
+            path,
+            key,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    pub fn delete(&self, path: &str, key: Option<&str>) -> Resp {
+        request(self.addr, "DELETE", path, key, &[], b"")
+    }
+
+    /// The audit lines of `dir` (a key id or `_unauthorized`), all months.
+    pub fn audit(&self, dir: &str) -> Vec<Value> {
+        self.app().audit.flush();
+        let mut out = Vec::new();
+        let Ok(files) = std::fs::read_dir(self.root().join("logs").join(dir)) else {
+            return out;
+        };
+        let mut files: Vec<_> = files.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            for line in std::fs::read_to_string(f).unwrap().lines() {
+                out.push(
+                    serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("bad audit line {line}: {e}")),
+                );
+            }
+        }
+        out
+    }
+
+    /// What each fake CLI run recorded (argv, cwd, prompt, env), in no particular order.
+    pub fn fake_runs(&self) -> Vec<Value> {
+        let Ok(files) = std::fs::read_dir(self.root().join("fake")) else {
+            return Vec::new();
+        };
+        files
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect()
+    }
+
+    /// The one fake run whose prompt is `prompt`.
+    pub fn fake_run(&self, prompt: &str) -> Value {
+        let runs: Vec<Value> = self
+            .fake_runs()
+            .into_iter()
+            .filter(|r| r["prompt"] == prompt)
+            .collect();
+        assert_eq!(runs.len(), 1, "expected one run with prompt {prompt:?}");
+        runs.into_iter().next().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown(Duration::ZERO, &|| true);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts the documented error shape and returns the message.
+    pub fn error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        let v = self.json();
+        assert_eq!(v["code"], code, "body: {v}");
+        assert_eq!(v.as_object().unwrap().len(), 2, "only error and code: {v}");
+        v["error"].as_str().expect("error is a string").to_string()
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    s
+}
+
+/// Writes a request head (and body) with `Connection: close`.
+pub fn send_request(
+    s: &mut TcpStream,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(k) = key {
+        head.push_str(&format!("Authorization: Bearer {k}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+}
+
+/// Reads a status line and headers.
+pub fn read_head(r: &mut impl BufRead) -> (u16, Vec<(String, String)>) {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("status line");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).expect("header");
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    (status, headers)
+}
+
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut s = connect(addr);
+    send_request(&mut s, method, path, key, headers, body);
+    let mut r = BufReader::new(s);
+    let (status, headers) = read_head(&mut r);
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).unwrap();
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        let _ = r.read_to_end(&mut body);
+    }
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Polls `f` until it is true or `limit` passes; returns the last answer. For waiting on
+/// things that happen in the background (a process dying), never for timing assertions.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True if a process with this pid exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
