@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::audit::Audit;
 use crate::config::Config;
+use crate::events::{Bus, Event};
 use crate::runs::{Gate, Registry};
 
 pub struct App {
@@ -16,6 +17,8 @@ pub struct App {
     pub audit: Audit,
     pub gate: Arc<Gate>,
     pub registry: Arc<Registry>,
+    /// Plugin events.
+    pub bus: Bus,
     pub started: Instant,
     /// Secret values to scrub from anything shown to a client or logged.
     pub secrets: Vec<String>,
@@ -45,6 +48,7 @@ impl App {
             audit,
             gate,
             registry,
+            bus: Bus::default(),
             started: Instant::now(),
             secrets,
             env_remove,
@@ -69,5 +73,10 @@ impl App {
 
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Publishes a plugin event (never blocks).
+    pub fn publish(&self, event: Event) {
+        self.bus.publish(event);
     }
 }

@@ -2,12 +2,14 @@
 //! a request meets them; ARCHITECTURE.md has the map and the invariants.
 
 pub mod app;
+pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod claude;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod exchange;
 pub mod flags;
 pub mod handlers;

@@ -1,7 +1,8 @@
-//! Routing: one `match` on (method, path segments) to a handler. Public routes first, then
-//! authentication, then the routes that need a key. A known path with the wrong method is
-//! 405 with `Allow`; anything else is 404. Handlers of short requests return a `Reply`;
-//! handlers that run the CLI take the exchange and hand it to a run thread.
+//! Routing: the route table ([`ROUTES`], also what the OpenAPI test compares with
+//! openapi.yaml) and one `match` on (method, path segments) to a handler. Public routes are
+//! answered before authentication; every other route needs a key. A known path with the
+//! wrong method is 405 with `Allow`; anything else is 404. Handlers of short requests return
+//! a `Reply`; handlers that run the CLI take the exchange and hand it to a run thread.
 
 use std::sync::Arc;
 
@@ -13,49 +14,83 @@ use crate::error::ApiError;
 use crate::exchange::Exchange;
 use crate::handlers;
 
-pub fn route(app: &Arc<App>, mut ex: Exchange) {
-    let path = ex.path.clone();
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = ex.method.clone();
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// Any API key (Bearer).
+    Key,
+}
 
-    // Public routes.
-    if let ["health"] = segs.as_slice() {
-        return match method {
-            Method::Get | Method::Head => ex.respond(handlers::health::get(app)),
-            _ => ex.error(ApiError::method_not_allowed("GET")),
-        };
-    }
+/// One route: method, path pattern (`{name}` matches one segment), access.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
 
-    if app.config.test_routes && segs.as_slice() == ["__test", "panic"] {
-        panic!("the test suite asked for a panic");
-    }
-
-    let Some(allow) = allowed(&segs) else {
-        return ex.error(ApiError::not_found(format!(
-            "no route {path}; see /openapi.yaml for the API"
-        )));
-    };
-    if !allow.contains(&method_name(&method)) {
-        return ex.error(ApiError::method_not_allowed(&allow.join(", ")));
-    }
-
-    let key_id = match auth::authenticate(app, &ex, Also::Nothing) {
-        Ok(id) => id,
-        Err(e) => return ex.error(e),
-    };
-    ex.key_id = Some(key_id.clone());
-
-    match (method, segs.as_slice()) {
-        (Method::Post, ["task"]) => handlers::task::post(app, ex, key_id),
-        _ => ex.error(ApiError::not_found(format!("no route {path}"))),
+const fn r(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
     }
 }
 
-/// The methods a known path accepts, or None for an unknown path.
-fn allowed(segs: &[&str]) -> Option<&'static [&'static str]> {
-    match segs {
-        ["task"] => Some(&["POST"]),
-        _ => None,
+/// Every route of the API (plugin routes are listed with their plugin).
+pub const ROUTES: &[Route] = &[
+    r("GET", "/health", Access::Public),
+    r("POST", "/task", Access::Key),
+];
+
+/// True if `path` matches `pattern` segment by segment.
+pub fn matches(pattern: &str, path: &str) -> bool {
+    let p: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
+    let s: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    p.len() == s.len()
+        && p.iter()
+            .zip(&s)
+            .all(|(p, s)| (p.starts_with('{') && !s.is_empty()) || p == s)
+}
+
+pub fn route(app: &Arc<App>, mut ex: Exchange) {
+    let path = ex.path.clone();
+    let method = method_name(&ex.method);
+
+    if app.config.test_routes && path == "/__test/panic" {
+        panic!("the test suite asked for a panic");
+    }
+
+    let known: Vec<&Route> = ROUTES.iter().filter(|r| matches(r.path, &path)).collect();
+    if known.is_empty() {
+        return ex.error(ApiError::not_found(format!(
+            "no route {path}; see /openapi.yaml for the API"
+        )));
+    }
+    let Some(route) = known
+        .iter()
+        .find(|r| r.method == method || (method == "HEAD" && r.method == "GET"))
+    else {
+        let allow: Vec<&str> = known.iter().map(|r| r.method).collect();
+        return ex.error(ApiError::method_not_allowed(&allow.join(", ")));
+    };
+
+    let key_id = match route.access {
+        Access::Public => None,
+        Access::Key => match auth::authenticate(app, &ex, Also::Nothing) {
+            Ok(id) => Some(id),
+            Err(e) => return ex.error(e),
+        },
+    };
+    ex.key_id = key_id.clone();
+    let key_id = key_id.unwrap_or_default();
+
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (route.method, segs.as_slice()) {
+        ("GET", ["health"]) => ex.respond(handlers::health::get(app)),
+        ("POST", ["task"]) => handlers::task::post(app, ex, key_id),
+        _ => ex.error(ApiError::not_found(format!("no route {path}"))),
     }
 }
 
@@ -69,5 +104,19 @@ fn method_name(m: &Method) -> &'static str {
         Method::Head => "HEAD",
         Method::Options => "OPTIONS",
         _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(matches("/session/{id}", "/session/abc"));
+        assert!(!matches("/session/{id}", "/session/"));
+        assert!(!matches("/session/{id}", "/session/abc/approve"));
+        assert!(matches("/task", "/task"));
+        assert!(!matches("/task", "/tasks"));
     }
 }

@@ -12,9 +12,10 @@ use serde::Serialize;
 use crate::app::App;
 use crate::audit::Entry;
 use crate::claude::{
-    self, args, Denial, End, Event, Flow, Invocation, Limits, Outcome, RunSpec, Tokens,
+    self, args, Denial, End, Flow, Invocation, Limits, Outcome, RunEvent, RunSpec, Tokens,
 };
 use crate::error::{ApiError, Kind};
+use crate::events::Event;
 use crate::runs::Refused;
 
 /// A CLI turn to run.
@@ -67,7 +68,7 @@ pub const CLI_ERROR: &str = "Claude CLI returned an error";
 
 /// Runs `job`; `sink` sees every line and heartbeat (streams forward them). Writes the audit
 /// line before returning.
-pub fn execute(app: &App, job: &Job, sink: &mut dyn FnMut(Event) -> Flow) -> Finished {
+pub fn execute(app: &App, job: &Job, sink: &mut dyn FnMut(RunEvent) -> Flow) -> Finished {
     let deadline = job.arrived + job.timeout;
     let cap = app
         .config
@@ -77,6 +78,12 @@ pub fn execute(app: &App, job: &Job, sink: &mut dyn FnMut(Event) -> Flow) -> Fin
     let finished = match app.gate.acquire(&job.key_id, cap, deadline) {
         Err(refused) => fail(job, refused_error(app, refused, job.timeout)),
         Ok(_slot) => {
+            app.publish(Event::TaskStarted {
+                key_id: job.key_id.clone(),
+                session_id: job.session_id.clone(),
+                route: job.route.clone(),
+                model: job.spec.model.clone(),
+            });
             let reg = app.registry.register(
                 &job.request_id,
                 &job.key_id,
@@ -273,5 +280,33 @@ fn audit(app: &App, job: &Job, f: &Finished) {
     e.duration_ms = f.response.duration_ms;
     e.tokens = f.response.tokens;
     e.cost_usd = f.response.cost_usd;
+    let r = &f.response;
+    let excerpt: String = r
+        .error
+        .as_deref()
+        .or(r.result.as_deref())
+        .unwrap_or("")
+        .chars()
+        .take(500)
+        .collect();
+    app.publish(Event::TaskFinished {
+        key_id: job.key_id.clone(),
+        session_id: job.session_id.clone(),
+        route: job.route.clone(),
+        model: job.spec.model.clone(),
+        outcome: message.to_string(),
+        success: r.success,
+        duration_ms: r.duration_ms,
+        tokens: r.tokens,
+        cost_usd: r.cost_usd,
+        excerpt,
+    });
+    if !r.permission_denials.is_empty() {
+        app.publish(Event::PermissionDenied {
+            key_id: job.key_id.clone(),
+            session_id: job.session_id.clone(),
+            denials: r.permission_denials.clone(),
+        });
+    }
     app.audit.record(e);
 }

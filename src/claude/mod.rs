@@ -8,4 +8,4 @@ pub mod process;
 
 pub use args::{Conversation, RunSpec};
 pub use output::{Denial, Line, ResultLine, Tokens};
-pub use process::{End, Event, Flow, Invocation, Limits, Outcome, SpawnError};
+pub use process::{End, Flow, Invocation, Limits, Outcome, RunEvent, SpawnError};

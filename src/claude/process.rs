@@ -55,7 +55,7 @@ pub enum Flow {
 
 /// What a consumer sees while the run goes on.
 #[derive(Debug)]
-pub enum Event<'a> {
+pub enum RunEvent<'a> {
     Line(&'a Line),
     /// Nothing came for `Limits::heartbeat`.
     Heartbeat,
@@ -186,7 +186,7 @@ pub fn run(
     cancel: &Receiver<()>,
     bytes: &AtomicU64,
     on_spawn: &mut dyn FnMut(u32),
-    sink: &mut dyn FnMut(Event) -> Flow,
+    sink: &mut dyn FnMut(RunEvent) -> Flow,
 ) -> Result<Outcome, SpawnError> {
     let started = Instant::now();
     let mut cmd = Command::new(&inv.program);
@@ -328,7 +328,7 @@ pub fn run(
         }
         if now.duration_since(last_beat) >= limits.heartbeat {
             last_beat = now;
-            if sink(Event::Heartbeat) == Flow::Stop {
+            if sink(RunEvent::Heartbeat) == Flow::Stop {
                 break Some(End::ClientGone);
             }
         }
@@ -361,7 +361,7 @@ pub fn run(
                             out.text.push_str(t);
                         }
                     }
-                    if sink(Event::Line(&line)) == Flow::Stop {
+                    if sink(RunEvent::Line(&line)) == Flow::Stop {
                         break Some(End::ClientGone);
                     }
                 }
