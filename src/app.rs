@@ -19,6 +19,8 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// Plugin events.
     pub bus: Bus,
+    /// Open SSE and WebSocket streams.
+    pub streams: crate::stream::StreamCount,
     pub started: Instant,
     /// Secret values to scrub from anything shown to a client or logged.
     pub secrets: Vec<String>,
@@ -49,11 +51,17 @@ impl App {
             gate,
             registry,
             bus: Bus::default(),
+            streams: Default::default(),
             started: Instant::now(),
             secrets,
             env_remove,
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// The port the server listens on (the bound one, also when 0 was asked).
+    pub fn port(&self) -> u16 {
+        self.config.port
     }
 
     /// Replaces every known secret in `text` with `[redacted]`.

@@ -49,6 +49,8 @@ pub struct Config {
     pub max_concurrent: usize,
     /// Runs waiting for a slot before new ones get 503. Default 256.
     pub max_queue: usize,
+    /// Open streams (SSE + WebSocket) at once; beyond it 503. Default 256.
+    pub max_streams: usize,
     /// `timeout_secs` when a request gives none. Default 120.
     pub default_timeout_secs: u64,
     /// Largest `timeout_secs` accepted. Default 3600.
@@ -99,6 +101,7 @@ impl Default for Config {
             max_body: 10 * 1024 * 1024,
             max_concurrent: (cores * 4).max(8),
             max_queue: 256,
+            max_streams: 256,
             default_timeout_secs: 120,
             max_timeout_secs: 3600,
             kill_grace: Duration::from_secs(2),
@@ -128,6 +131,7 @@ struct FileServer {
     max_body: Option<usize>,
     max_concurrent: Option<usize>,
     max_queue: Option<usize>,
+    max_streams: Option<usize>,
     heartbeat_ms: Option<u64>,
 }
 
@@ -402,6 +406,9 @@ fn apply_server(
     }
     if let Some(v) = s.max_queue {
         cfg.max_queue = v;
+    }
+    if let Some(v) = s.max_streams {
+        cfg.max_streams = v;
     }
     if let Some(v) = s.heartbeat_ms {
         cfg.heartbeat =

@@ -68,6 +68,26 @@ impl Exchange {
         })
     }
 
+    /// True for an HTTP/1.0 request (no chunked responses).
+    pub fn is_http10(&self) -> bool {
+        self.request().http_version() == &tiny_http::HTTPVersion(1, 0)
+    }
+
+    /// Answers 101 and hands over the upgraded connection (WebSocket).
+    pub fn upgrade(self, headers: &[(&str, &str)]) -> Box<dyn tiny_http::ReadWrite + Send> {
+        let (req, log) = self.into_request(101);
+        let mut resp = Response::empty(101);
+        for (k, v) in headers
+            .iter()
+            .chain([&("X-Request-Id", log.request_id.as_str())])
+        {
+            if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+                resp.add_header(h);
+            }
+        }
+        req.upgrade("websocket", resp)
+    }
+
     pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
         self.request().remote_addr().copied()
     }

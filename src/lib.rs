@@ -24,4 +24,5 @@ pub mod router;
 pub mod runner;
 pub mod runs;
 pub mod server;
+pub mod stream;
 pub mod which;

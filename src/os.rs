@@ -94,3 +94,96 @@ pub fn catch_shutdown_signals() {
 pub fn shutdown_signals() -> usize {
     SIGNALS.load(std::sync::atomic::Ordering::SeqCst)
 }
+
+/// The file descriptor of our accepted TCP socket whose local port is `local_port` and whose
+/// peer is `peer`, found through /proc/self/fd. tiny_http hands an upgraded WebSocket over as
+/// an opaque stream; the descriptor lets us poll it and give it a read timeout. Linux only.
+#[cfg(target_os = "linux")]
+pub fn find_socket(local_port: u16, peer: std::net::SocketAddr) -> Option<i32> {
+    let dir = std::fs::read_dir("/proc/self/fd").ok()?;
+    for entry in dir.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(entry.path())
+            .map(|t| t.to_string_lossy().starts_with("socket:"))
+            .unwrap_or(false);
+        if is_socket
+            && sock_addr(fd, true) == Some(peer)
+            && sock_addr(fd, false).map(|a| a.port()) == Some(local_port)
+        {
+            return Some(fd);
+        }
+    }
+    None
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn find_socket(_local_port: u16, _peer: std::net::SocketAddr) -> Option<i32> {
+    None
+}
+
+fn sock_addr(fd: i32, peer: bool) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    // SAFETY: the kernel writes at most `len` bytes into the zeroed storage we own.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let p = &mut storage as *mut libc::sockaddr_storage as *mut libc::sockaddr;
+        let rc = if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        };
+        if rc != 0 {
+            return None;
+        }
+        match storage.ss_family as i32 {
+            libc::AF_INET => {
+                let a = &*(p as *const libc::sockaddr_in);
+                let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(a.sin_port)))
+            }
+            libc::AF_INET6 => {
+                let a = &*(p as *const libc::sockaddr_in6);
+                let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+                Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(a.sin6_port)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Sets `SO_RCVTIMEO` on a socket: a blocking read returns `WouldBlock` after `timeout`.
+pub fn set_read_timeout(fd: i32, timeout: std::time::Duration) -> bool {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: passes a pointer to a timeval we own and its exact size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// True if `fd` has data to read (or was closed by the peer) within `timeout_ms`.
+pub fn readable(fd: i32, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd struct that we own.
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+}

@@ -20,6 +20,8 @@ pub enum Access {
     Public,
     /// Any API key (Bearer).
     Key,
+    /// Any API key, as Bearer or as the WebSocket subprotocol `claudeway.bearer.<secret>`.
+    KeyOrWsProtocol,
 }
 
 /// One route: method, path pattern (`{name}` matches one segment), access.
@@ -42,6 +44,8 @@ const fn r(method: &'static str, path: &'static str, access: Access) -> Route {
 pub const ROUTES: &[Route] = &[
     r("GET", "/health", Access::Public),
     r("POST", "/task", Access::Key),
+    r("POST", "/task/stream", Access::Key),
+    r("GET", "/task/ws", Access::KeyOrWsProtocol),
 ];
 
 /// True if `path` matches `pattern` segment by segment.
@@ -78,10 +82,17 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
 
     let key_id = match route.access {
         Access::Public => None,
-        Access::Key => match auth::authenticate(app, &ex, Also::Nothing) {
-            Ok(id) => Some(id),
-            Err(e) => return ex.error(e),
-        },
+        Access::Key | Access::KeyOrWsProtocol => {
+            let also = if route.access == Access::Key {
+                Also::Nothing
+            } else {
+                Also::WebSocketProtocol
+            };
+            match auth::authenticate(app, &ex, also) {
+                Ok(id) => Some(id),
+                Err(e) => return ex.error(e),
+            }
+        }
     };
     ex.key_id = key_id.clone();
     let key_id = key_id.unwrap_or_default();
@@ -90,6 +101,8 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
     match (route.method, segs.as_slice()) {
         ("GET", ["health"]) => ex.respond(handlers::health::get(app)),
         ("POST", ["task"]) => handlers::task::post(app, ex, key_id),
+        ("POST", ["task", "stream"]) => handlers::task::post_stream(app, ex, key_id),
+        ("GET", ["task", "ws"]) => handlers::task::ws(app, ex, key_id),
         _ => ex.error(ApiError::not_found(format!("no route {path}"))),
     }
 }

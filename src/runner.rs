@@ -16,7 +16,7 @@ use crate::claude::{
 };
 use crate::error::{ApiError, Kind};
 use crate::events::Event;
-use crate::runs::Refused;
+use crate::runs::{Refused, Slot};
 
 /// A CLI turn to run.
 #[derive(Debug, Clone)]
@@ -69,52 +69,70 @@ pub const CLI_ERROR: &str = "Claude CLI returned an error";
 /// Runs `job`; `sink` sees every line and heartbeat (streams forward them). Writes the audit
 /// line before returning.
 pub fn execute(app: &App, job: &Job, sink: &mut dyn FnMut(RunEvent) -> Flow) -> Finished {
-    let deadline = job.arrived + job.timeout;
+    match admit(app, job) {
+        Ok(slot) => run(app, job, slot, sink),
+        Err(e) => fail(job, e),
+    }
+}
+
+/// Waits for a run place for `job` (the queue; its wait counts toward the job's timeout).
+/// A refusal is audited here and returned as the error to answer.
+pub fn admit(app: &App, job: &Job) -> Result<Slot, ApiError> {
     let cap = app
         .config
         .keys
         .get(&job.key_id)
         .and_then(|k| k.limits.max_concurrent);
-    let finished = match app.gate.acquire(&job.key_id, cap, deadline) {
-        Err(refused) => fail(job, refused_error(app, refused, job.timeout)),
-        Ok(_slot) => {
-            app.publish(Event::TaskStarted {
-                key_id: job.key_id.clone(),
-                session_id: job.session_id.clone(),
-                route: job.route.clone(),
-                model: job.spec.model.clone(),
-            });
-            let reg = app.registry.register(
-                &job.request_id,
-                &job.key_id,
-                Some(&job.session_id),
-                &job.route,
-            );
-            let mut env = app.config.claude_env.clone();
-            env.extend(job.env.iter().cloned());
-            let inv = Invocation {
-                program: app.config.claude_bin.clone(),
-                args: args::build(&job.spec),
-                cwd: job.cwd.clone(),
-                env_remove: app.env_remove.clone(),
-                env_add: env,
-                stdin: job.prompt.as_bytes().to_vec(),
-            };
-            let limits = Limits {
-                deadline,
-                stall: app.config.stall,
-                heartbeat: app.config.heartbeat,
-                result_grace: app.config.result_grace,
-                kill_grace: app.config.kill_grace,
-            };
-            let registry = app.registry.clone();
-            let mut on_spawn = |pid| registry.set_pid(&job.request_id, pid);
-            match claude::process::run(inv, &limits, &reg.cancel, &reg.bytes, &mut on_spawn, sink) {
-                Err(e) => fail(job, ApiError::internal(app.scrub(&e.to_string()))),
-                Ok(outcome) => conclude(app, job, outcome),
-            }
-        }
+    app.gate
+        .acquire(&job.key_id, cap, job.arrived + job.timeout)
+        .map_err(|refused| {
+            let f = fail(job, refused_error(app, refused, job.timeout));
+            audit(app, job, &f);
+            f.error.expect("a refusal is an error")
+        })
+}
+
+/// Runs an admitted `job` (see [`admit`]); the place is freed when the run is over. Writes
+/// the audit line before returning.
+pub fn run(app: &App, job: &Job, slot: Slot, sink: &mut dyn FnMut(RunEvent) -> Flow) -> Finished {
+    app.publish(Event::TaskStarted {
+        key_id: job.key_id.clone(),
+        session_id: job.session_id.clone(),
+        route: job.route.clone(),
+        model: job.spec.model.clone(),
+    });
+    let reg = app.registry.register(
+        &job.request_id,
+        &job.key_id,
+        Some(&job.session_id),
+        &job.route,
+    );
+    let mut env = app.config.claude_env.clone();
+    env.extend(job.env.iter().cloned());
+    let inv = Invocation {
+        program: app.config.claude_bin.clone(),
+        args: args::build(&job.spec),
+        cwd: job.cwd.clone(),
+        env_remove: app.env_remove.clone(),
+        env_add: env,
+        stdin: job.prompt.as_bytes().to_vec(),
     };
+    let limits = Limits {
+        deadline: job.arrived + job.timeout,
+        stall: app.config.stall,
+        heartbeat: app.config.heartbeat,
+        result_grace: app.config.result_grace,
+        kill_grace: app.config.kill_grace,
+    };
+    let registry = app.registry.clone();
+    let mut on_spawn = |pid| registry.set_pid(&job.request_id, pid);
+    let finished =
+        match claude::process::run(inv, &limits, &reg.cancel, &reg.bytes, &mut on_spawn, sink) {
+            Err(e) => fail(job, ApiError::internal(app.scrub(&e.to_string()))),
+            Ok(outcome) => conclude(app, job, outcome),
+        };
+    drop(reg);
+    drop(slot);
     audit(app, job, &finished);
     finished
 }

@@ -57,6 +57,8 @@ pub fn start(config: Config) -> Result<Running, String> {
         .to_ip()
         .ok_or_else(|| format!("cannot listen on {bind}: not an IP socket"))?;
     let workers_n = config.workers;
+    let mut config = config;
+    config.port = addr.port();
     let app = Arc::new(App::new(config, audit));
     let swept = app.registry.sweep_orphans();
     if swept > 0 {

@@ -13,6 +13,7 @@ use crate::exchange::Exchange;
 use crate::input::Body;
 use crate::reply::Reply;
 use crate::runner::{self, Job};
+use crate::stream::{self, Mode};
 
 /// The options every one-shot task takes (`/task`, `/task/stream`, `/task/ws`).
 #[derive(Debug, Clone)]
@@ -70,6 +71,21 @@ impl TaskRequest {
         session_id: &str,
         cwd: PathBuf,
     ) -> Job {
+        let mut job = self.job_for(app, &ex.request_id, key_id, &ex.path, session_id, cwd);
+        job.arrived = ex.started;
+        job
+    }
+
+    /// The job for a new conversation, for a request known by its id and route.
+    pub fn job_for(
+        &self,
+        app: &App,
+        request_id: &str,
+        key_id: &str,
+        route: &str,
+        session_id: &str,
+        cwd: PathBuf,
+    ) -> Job {
         let mut spec = RunSpec::new(
             &self.model,
             Conversation::New(session_id.to_string()),
@@ -77,15 +93,15 @@ impl TaskRequest {
         );
         spec.system_prompt = self.system_prompt.clone();
         Job {
-            request_id: ex.request_id.clone(),
+            request_id: request_id.to_string(),
             key_id: key_id.to_string(),
-            route: ex.path.clone(),
+            route: route.to_string(),
             session_id: session_id.to_string(),
             spec,
             prompt: self.prompt.clone(),
             cwd,
             timeout: self.timeout,
-            arrived: ex.started,
+            arrived: std::time::Instant::now(),
             done_message: "task completed",
             env: Vec::new(),
         }
@@ -123,5 +139,63 @@ pub fn post(app: &Arc<App>, mut ex: Exchange, key_id: String) {
             Some(e) => ex.error(e),
             None => ex.respond(Reply::ok(&finished.response)),
         }
+    });
+}
+
+/// `POST /task/stream`: the same task as Server-Sent Events (see `stream/sse.rs`).
+pub fn post_stream(app: &Arc<App>, mut ex: Exchange, key_id: String) {
+    let prepared = read_body(app, &mut ex).and_then(|body| {
+        let mode = Mode::parse(body.opt_string("stream_mode")?.as_deref())?;
+        let req = TaskRequest::parse(app, &body)?;
+        let place = stream::take_place(app)?;
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let (cwd, temporary) = req.resolve_workdir(app, &session_id)?;
+        Ok((
+            req.job(app, &ex, &key_id, &session_id, cwd.clone()),
+            mode,
+            place,
+            cwd,
+            temporary,
+        ))
+    });
+    let (job, mode, place, cwd, temporary) = match prepared {
+        Ok(p) => p,
+        Err(e) => return ex.error(e),
+    };
+    let app = app.clone();
+    crate::server::spawn_run("task-sse", move || {
+        stream::sse::serve(&app, ex, &job, mode, place);
+        if temporary {
+            let _ = std::fs::remove_dir_all(&cwd);
+        }
+    });
+}
+
+/// `GET /task/ws`: the same task over a WebSocket (see `stream/ws.rs`).
+pub fn ws(app: &Arc<App>, ex: Exchange, key_id: String) {
+    let (accept, protocol) = match stream::ws::check_handshake(&ex) {
+        Ok(h) => h,
+        Err(e) => return ex.error(e),
+    };
+    let place = match stream::take_place(app) {
+        Ok(p) => p,
+        Err(e) => return ex.error(e),
+    };
+    let up = stream::ws::Upgraded {
+        request_id: ex.request_id.clone(),
+        key_id,
+        path: ex.path.clone(),
+        started: ex.started,
+        local_port: app.port(),
+        peer: ex.remote_addr(),
+    };
+    let mut headers = vec![("Sec-WebSocket-Accept", accept.as_str())];
+    if let Some(p) = protocol {
+        headers.push(("Sec-WebSocket-Protocol", p));
+    }
+    let socket = ex.upgrade(&headers);
+    let app = app.clone();
+    crate::server::spawn_run("task-ws", move || {
+        stream::ws::serve(&app, socket, up, place)
     });
 }

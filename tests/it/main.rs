@@ -9,5 +9,7 @@ mod audit;
 mod basics;
 /// The real binary: flags, exit codes, the banner, signals.
 mod binary;
+/// POST /task/stream (SSE) and GET /task/ws (WebSocket).
+mod stream;
 /// POST /task: argv, stdin, tokens, cost, failures, timeouts, concurrency.
 mod task;

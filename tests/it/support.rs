@@ -349,3 +349,167 @@ pub fn process_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// One SSE event as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub name: String,
+    pub data: String,
+    /// The event's bytes exactly as sent.
+    pub raw: String,
+}
+
+/// A client of `POST /task/stream`, reading the chunked body as it arrives.
+pub struct SseClient {
+    r: BufReader<TcpStream>,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    buf: String,
+    pub comments: usize,
+    done: bool,
+}
+
+impl SseClient {
+    /// Opens the stream; on a non-200 answer, returns the plain response instead.
+    pub fn open(addr: SocketAddr, key: Option<&str>, body: &Value) -> Result<SseClient, Resp> {
+        let mut s = connect(addr);
+        send_request(
+            &mut s,
+            "POST",
+            "/task/stream",
+            key,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        let mut r = BufReader::new(s);
+        let (status, headers) = read_head(&mut r);
+        if status != 200 {
+            let mut body = Vec::new();
+            let _ = r.read_to_end(&mut body);
+            return Err(Resp {
+                status,
+                headers,
+                body,
+            });
+        }
+        Ok(SseClient {
+            r,
+            status,
+            headers,
+            buf: String::new(),
+            comments: 0,
+            done: false,
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn read_chunk(&mut self) -> bool {
+        if self.done {
+            return false;
+        }
+        let mut size = String::new();
+        if self.r.read_line(&mut size).unwrap_or(0) == 0 {
+            self.done = true;
+            return false;
+        }
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        let mut chunk = vec![0; n + 2];
+        self.r.read_exact(&mut chunk).expect("chunk");
+        if n == 0 {
+            self.done = true;
+            return false;
+        }
+        self.buf
+            .push_str(std::str::from_utf8(&chunk[..n]).expect("utf-8 chunk"));
+        true
+    }
+
+    /// The next event (comments are counted and skipped); None at the end of the stream.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let raw: String = self.buf.drain(..end + 2).collect();
+                if raw.starts_with(':') {
+                    self.comments += 1;
+                    continue;
+                }
+                let mut name = String::new();
+                let mut data: Vec<&str> = Vec::new();
+                for line in raw.trim_end_matches('\n').split('\n') {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        name = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push(v);
+                    }
+                }
+                let data = data.join("\n");
+                return Some(SseEvent { name, data, raw });
+            }
+            if !self.read_chunk() {
+                return None;
+            }
+        }
+    }
+
+    /// Every remaining event.
+    pub fn rest(&mut self) -> Vec<SseEvent> {
+        std::iter::from_fn(|| self.next_event()).collect()
+    }
+
+    /// True once the body ended with its last chunk.
+    pub fn ended(&self) -> bool {
+        self.done
+    }
+}
+
+pub type Ws = tungstenite::WebSocket<TcpStream>;
+
+/// Connects to `/task/ws` with the key as Bearer or (with `protocols`) as a subprotocol.
+pub fn ws_connect(
+    addr: SocketAddr,
+    key: Option<&str>,
+    protocols: &[&str],
+) -> Result<(Ws, tungstenite::handshake::client::Response), tungstenite::Error> {
+    let mut req = tungstenite::http::Request::builder()
+        .uri(format!("ws://{addr}/task/ws"))
+        .header("Host", addr.to_string())
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tungstenite::handshake::client::generate_key(),
+        );
+    if let Some(k) = key {
+        req = req.header("Authorization", format!("Bearer {k}"));
+    }
+    if !protocols.is_empty() {
+        req = req.header("Sec-WebSocket-Protocol", protocols.join(", "));
+    }
+    let stream = connect(addr);
+    tungstenite::client::client(req.body(()).unwrap(), stream).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(e) => e,
+        tungstenite::HandshakeError::Interrupted(_) => panic!("handshake interrupted"),
+    })
+}
+
+/// Reads JSON text messages until the server closes; returns them in order.
+pub fn ws_events(ws: &mut Ws) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => {
+                out.push(serde_json::from_str(t.as_str()).expect("JSON frame"))
+            }
+            Ok(tungstenite::Message::Close(_)) => {}
+            Ok(_) => {}
+            Err(_) => return out,
+        }
+    }
+}
