@@ -335,10 +335,13 @@ fn two_hundred_slow_runs_do_not_block_health() {
         c.workers = 4;
     });
     let addr = srv.addr;
+    // Every run waits for this file, so all 200 stay in flight until the test lets them go.
+    let gate = srv.root().join("release");
     let handles: Vec<_> = (0..200)
         .map(|i| {
+            let gate = gate.clone();
             std::thread::spawn(move || {
-                let body = json!({"prompt": format!("SLEEP 3000 run {i}")});
+                let body = json!({"prompt": format!("WAIT_FILE {} run {i}", gate.display())});
                 request(
                     addr,
                     "POST",
@@ -352,18 +355,15 @@ fn two_hundred_slow_runs_do_not_block_health() {
         })
         .collect();
     assert!(
-        eventually(Duration::from_secs(60), || srv.app().gate.load().0 >= 150),
-        "runs are in flight"
+        eventually(Duration::from_secs(120), || srv.app().registry.len() == 200),
+        "all runs are in flight"
     );
     for _ in 0..20 {
         let r = srv.get("/health", None);
         assert_eq!(r.status, 200);
+        assert_eq!(r.json()["runs"]["running"], 200);
     }
-    let running = srv.app().gate.load().0;
-    assert!(
-        running > 0,
-        "health answered while runs were still in flight"
-    );
+    std::fs::write(&gate, "").unwrap();
     for h in handles {
         assert_eq!(h.join().unwrap(), 200);
     }
@@ -376,7 +376,7 @@ fn beyond_the_queue_is_503_with_retry_after() {
         c.max_queue = 1;
     });
     let addr = srv.addr;
-    let slow = |p: &'static str| {
+    let slow = |p: String| {
         std::thread::spawn(move || {
             request(
                 addr,
@@ -388,13 +388,15 @@ fn beyond_the_queue_is_503_with_retry_after() {
             )
         })
     };
-    let a = slow("SLEEP 1500 first");
+    let gate = srv.root().join("release");
+    let first = format!("WAIT_FILE {} first", gate.display());
+    let a = slow(first);
     assert!(eventually(Duration::from_secs(20), || srv
         .app()
         .gate
         .load()
         == (1, 0)));
-    let b = slow("second");
+    let b = slow("second".to_string());
     assert!(eventually(Duration::from_secs(20), || srv
         .app()
         .gate
@@ -403,6 +405,7 @@ fn beyond_the_queue_is_503_with_retry_after() {
     let r = srv.post("/task", Some(USER), &json!({"prompt": "third"}));
     r.error(503, "OVERLOADED");
     assert!(r.header("Retry-After").is_some());
+    std::fs::write(&gate, "").unwrap();
     assert_eq!(a.join().unwrap().status, 200);
     assert_eq!(
         b.join().unwrap().status,
