@@ -11,6 +11,7 @@ use crate::audit::Audit;
 use crate::config::Config;
 use crate::events::{Bus, Event};
 use crate::runs::{Gate, Registry};
+use crate::sessions::Store;
 
 pub struct App {
     pub config: Config,
@@ -19,6 +20,8 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// Plugin events.
     pub bus: Bus,
+    /// Sessions (and /task runs kept for approval).
+    pub sessions: Store,
     /// Open SSE and WebSocket streams.
     pub streams: crate::stream::StreamCount,
     pub started: Instant,
@@ -30,7 +33,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, audit: Audit) -> App {
+    pub fn new(config: Config, audit: Audit, sessions: Store) -> App {
         let secrets = config.secret_values(&crate::config::process_env);
         let mut env_remove: Vec<String> = vec!["CLAUDECODE".into()];
         env_remove.extend(config.secret_env.iter().cloned());
@@ -51,6 +54,7 @@ impl App {
             gate,
             registry,
             bus: Bus::default(),
+            sessions,
             streams: Default::default(),
             started: Instant::now(),
             secrets,
@@ -62,6 +66,23 @@ impl App {
     /// The port the server listens on (the bound one, also when 0 was asked).
     pub fn port(&self) -> u16 {
         self.config.port
+    }
+
+    /// Where request workdirs may point: the base workdir, then the allow-list.
+    pub fn workdir_roots(&self) -> Vec<std::path::PathBuf> {
+        let mut roots = vec![self.config.workdir.clone()];
+        roots.extend(self.config.workdir_allow.iter().cloned());
+        roots
+    }
+
+    /// The HOME the CLI runs with (`[claude.env]` HOME, else ours): where its transcripts are.
+    pub fn cli_home(&self) -> Option<std::path::PathBuf> {
+        self.config
+            .claude_env
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| v.into())
+            .or_else(|| std::env::var_os("HOME").map(Into::into))
     }
 
     /// Replaces every known secret in `text` with `[redacted]`.

@@ -65,6 +65,10 @@ pub struct Config {
     pub stall: Option<Duration>,
     /// How long a /task with permission denials stays approvable. Default 1 h.
     pub approval_ttl: Duration,
+    /// Sessions idle longer than this are removed; zero = never. Default 24 h.
+    pub session_ttl: Duration,
+    /// How often the janitor looks for expired sessions. Default 60 s.
+    pub janitor_every: Duration,
     /// Extra environment for every CLI run (`[claude.env]`).
     pub claude_env: Vec<(String, String)>,
     /// Enabled plugins with their `[plugins.NAME]` tables.
@@ -109,6 +113,8 @@ impl Default for Config {
             heartbeat: Duration::from_secs(1),
             stall: None,
             approval_ttl: Duration::from_secs(3600),
+            session_ttl: Duration::from_secs(24 * 3600),
+            janitor_every: Duration::from_secs(60),
             claude_env: Vec::new(),
             plugins: BTreeMap::new(),
             force: false,
@@ -148,6 +154,7 @@ struct FileClaude {
     result_grace_ms: Option<u64>,
     stall_secs: Option<u64>,
     approval_ttl_secs: Option<u64>,
+    session_ttl_secs: Option<u64>,
     env: Option<BTreeMap<String, String>>,
 }
 
@@ -448,6 +455,9 @@ fn apply_claude(cfg: &mut Config, c: FileClaude) -> Result<(), String> {
     }
     if let Some(v) = c.approval_ttl_secs {
         cfg.approval_ttl = Duration::from_secs(v);
+    }
+    if let Some(v) = c.session_ttl_secs {
+        cfg.session_ttl = Duration::from_secs(v);
     }
     if let Some(env) = c.env {
         cfg.claude_env = env.into_iter().collect();

@@ -46,6 +46,13 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/task", Access::Key),
     r("POST", "/task/stream", Access::Key),
     r("GET", "/task/ws", Access::KeyOrWsProtocol),
+    r("POST", "/session/start", Access::Key),
+    r("GET", "/sessions", Access::Key),
+    r("POST", "/session/{id}", Access::Key),
+    r("GET", "/session/{id}", Access::Key),
+    r("DELETE", "/session/{id}", Access::Key),
+    r("POST", "/session/{id}/stream", Access::Key),
+    r("POST", "/session/{id}/approve", Access::Key),
 ];
 
 /// True if `path` matches `pattern` segment by segment.
@@ -66,7 +73,13 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         panic!("the test suite asked for a panic");
     }
 
-    let known: Vec<&Route> = ROUTES.iter().filter(|r| matches(r.path, &path)).collect();
+    // A literal route wins over a pattern (`/session/start` is not a session id).
+    let literal: Vec<&Route> = ROUTES.iter().filter(|r| r.path == path).collect();
+    let known: Vec<&Route> = if literal.is_empty() {
+        ROUTES.iter().filter(|r| matches(r.path, &path)).collect()
+    } else {
+        literal
+    };
     if known.is_empty() {
         return ex.error(ApiError::not_found(format!(
             "no route {path}; see /openapi.yaml for the API"
@@ -103,7 +116,30 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         ("POST", ["task"]) => handlers::task::post(app, ex, key_id),
         ("POST", ["task", "stream"]) => handlers::task::post_stream(app, ex, key_id),
         ("GET", ["task", "ws"]) => handlers::task::ws(app, ex, key_id),
+        ("POST", ["session", "start"]) => {
+            reply(ex, |ex| handlers::session::start(app, ex, &key_id))
+        }
+        ("GET", ["sessions"]) => reply(ex, |ex| handlers::session::list(app, ex, &key_id)),
+        ("POST", ["session", id]) => handlers::session::post(app, ex, key_id, id.to_string()),
+        ("GET", ["session", id]) => reply(ex, |_| handlers::session::get(app, &key_id, id)),
+        ("DELETE", ["session", id]) => {
+            reply(ex, |ex| handlers::session::delete(app, ex, &key_id, id))
+        }
+        ("POST", ["session", id, "stream"]) => {
+            handlers::session::stream(app, ex, key_id, id.to_string())
+        }
+        ("POST", ["session", id, "approve"]) => {
+            handlers::session::approve(app, ex, key_id, id.to_string())
+        }
         _ => ex.error(ApiError::not_found(format!("no route {path}"))),
+    }
+}
+
+/// Answers a short request with what `f` returns.
+fn reply(mut ex: Exchange, f: impl FnOnce(&mut Exchange) -> Result<crate::reply::Reply, ApiError>) {
+    match f(&mut ex) {
+        Ok(r) => ex.respond(r),
+        Err(e) => ex.error(e),
     }
 }
 

@@ -59,11 +59,18 @@ pub fn start(config: Config) -> Result<Running, String> {
     let workers_n = config.workers;
     let mut config = config;
     config.port = addr.port();
-    let app = Arc::new(App::new(config, audit));
+    let sessions = crate::sessions::Store::open(&config.state_dir).map_err(|e| {
+        format!(
+            "cannot open the session store in {}: {e}",
+            config.state_dir.display()
+        )
+    })?;
+    let app = Arc::new(App::new(config, audit, sessions));
     let swept = app.registry.sweep_orphans();
     if swept > 0 {
         log::warn!("killed {swept} CLI process group(s) left by a previous run");
     }
+    crate::handlers::session::start_janitor(&app, app.config.janitor_every);
     let server = Arc::new(server);
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::with_capacity(workers_n);

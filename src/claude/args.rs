@@ -148,7 +148,7 @@ pub fn validate_tool(rule: &str) -> Result<(), String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     let ok_rest = name_end == rule.len() || rule.ends_with(')');
-    if ok_name && ok_rest && rule.len() <= 4096 && !rule.contains(['\n', '\0']) {
+    if ok_name && ok_rest && rule.len() <= 4096 && !rule.contains('\0') {
         Ok(())
     } else {
         Err(format!(

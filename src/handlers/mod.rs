@@ -2,4 +2,5 @@
 //! directly: they call `runner`, `sessions`, `audit`, `paths`.
 
 pub mod health;
+pub mod session;
 pub mod task;

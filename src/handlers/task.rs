@@ -46,10 +46,11 @@ impl TaskRequest {
     /// The run's working directory: the requested one (confined), or a fresh one under
     /// `<workdir>/tasks/` that the caller removes when done (`true`).
     pub fn resolve_workdir(&self, app: &App, id: &str) -> Result<(PathBuf, bool), ApiError> {
-        let mut roots = vec![app.config.workdir.clone()];
-        roots.extend(app.config.workdir_allow.iter().cloned());
         match &self.workdir {
-            Some(w) => Ok((crate::paths::confine_dir(&roots, w, "workdir")?, false)),
+            Some(w) => Ok((
+                crate::paths::confine_dir(&app.workdir_roots(), w, "workdir")?,
+                false,
+            )),
             None => {
                 let dir = app.config.workdir.join("tasks").join(id);
                 std::fs::create_dir_all(&dir).map_err(|e| {
@@ -132,7 +133,8 @@ pub fn post(app: &Arc<App>, mut ex: Exchange, key_id: String) {
     let app = app.clone();
     crate::server::spawn_run("task", move || {
         let finished = runner::execute(&app, &job, &mut |_| Flow::Continue);
-        if temporary {
+        let kept = crate::conversation::keep_for_approval(&app, &job, &finished, temporary);
+        if temporary && !kept {
             let _ = std::fs::remove_dir_all(&cwd);
         }
         match finished.error {
@@ -164,8 +166,10 @@ pub fn post_stream(app: &Arc<App>, mut ex: Exchange, key_id: String) {
     };
     let app = app.clone();
     crate::server::spawn_run("task-sse", move || {
-        stream::sse::serve(&app, ex, &job, mode, place);
-        if temporary {
+        let finished = stream::sse::serve(&app, ex, &job, mode, place);
+        let kept = finished
+            .is_some_and(|f| crate::conversation::keep_for_approval(&app, &job, &f, temporary));
+        if temporary && !kept {
             let _ = std::fs::remove_dir_all(&cwd);
         }
     });

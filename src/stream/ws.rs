@@ -125,38 +125,106 @@ pub fn serve(app: &Arc<App>, stream: Stream, up: Upgraded, _place: StreamGuard) 
         }
     };
     let arrived = Instant::now();
-    let prepared = Body::parse(text.as_bytes()).and_then(|body| {
-        let mode = Mode::parse(body.opt_string("stream_mode")?.as_deref())?;
-        let req = TaskRequest::parse(app, &body)?;
-        Ok((req, mode))
-    });
-    let (req, mode) = match prepared {
-        Ok(p) => p,
+    let body = match Body::parse(text.as_bytes()) {
+        Ok(b) => b,
         Err(e) => return refuse(&mut ws, fd, &e, &log),
     };
-    let session_id = uuid::Uuid::new_v4().to_string();
-    let (cwd, temporary) = match req.resolve_workdir(app, &session_id) {
-        Ok(w) => w,
+    let mode = match body
+        .opt_string("stream_mode")
+        .and_then(|m| Mode::parse(m.as_deref()))
+    {
+        Ok(m) => m,
         Err(e) => return refuse(&mut ws, fd, &e, &log),
     };
-    let mut job = req.job_for(
-        app,
-        &up.request_id,
-        &up.key_id,
-        &up.path,
-        &session_id,
-        cwd.clone(),
-    );
-    job.arrived = arrived;
-    let finished = run_job(app, &mut ws, fd, &job, mode);
-    if temporary {
-        let _ = std::fs::remove_dir_all(&cwd);
-    }
-    if let Some(f) = finished {
-        finish(&mut ws, &f);
+    match body.opt_string("session_id") {
+        Ok(Some(id)) => session_turn(app, &mut ws, fd, &up, &body, &id, arrived, mode),
+        Ok(None) => one_shot(app, &mut ws, fd, &up, &body, arrived, mode),
+        Err(e) => return refuse(&mut ws, fd, &e, &log),
     }
     close(&mut ws, fd);
     log("ws done");
+}
+
+/// A one-shot task (no `session_id`): a fresh conversation and workdir.
+fn one_shot(
+    app: &Arc<App>,
+    ws: &mut WebSocket<Stream>,
+    fd: Option<i32>,
+    up: &Upgraded,
+    body: &Body,
+    arrived: Instant,
+    mode: Mode,
+) {
+    let prepared = TaskRequest::parse(app, body).and_then(|req| {
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let (cwd, temporary) = req.resolve_workdir(app, &session_id)?;
+        let mut job = req.job_for(app, &up.request_id, &up.key_id, &up.path, &session_id, cwd);
+        job.arrived = arrived;
+        Ok((job, temporary))
+    });
+    let (job, temporary) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            send_error(ws, &e.message, e.code());
+            return;
+        }
+    };
+    let finished = run_job(app, ws, fd, &job, mode);
+    let kept = finished
+        .as_ref()
+        .is_some_and(|f| crate::conversation::keep_for_approval(app, &job, f, temporary));
+    if temporary && !kept {
+        let _ = std::fs::remove_dir_all(&job.cwd);
+    }
+    if let Some(f) = finished {
+        finish(ws, &f);
+    }
+}
+
+/// A turn of a stored session (`session_id` in the request).
+#[allow(clippy::too_many_arguments)]
+fn session_turn(
+    app: &Arc<App>,
+    ws: &mut WebSocket<Stream>,
+    fd: Option<i32>,
+    up: &Upgraded,
+    body: &Body,
+    id: &str,
+    arrived: Instant,
+    mode: Mode,
+) {
+    let prepared = (|| {
+        let model = body.opt_string("model")?;
+        if let Some(m) = &model {
+            crate::claude::args::validate_model(m).map_err(ApiError::bad_request)?;
+        }
+        let req = crate::conversation::TurnRequest {
+            key_id: up.key_id.clone(),
+            session_id: id.to_string(),
+            prompt: body.string("prompt")?,
+            model,
+            system_prompt: body.opt_string("system_prompt")?,
+            timeout_secs: body.opt_u64("timeout_secs", 1, app.config.max_timeout_secs)?,
+            allowed_tools: Vec::new(),
+            request_id: up.request_id.clone(),
+            route: up.path.clone(),
+            arrived,
+            done_message: "task completed",
+        };
+        crate::conversation::prepare(app, &req)
+    })();
+    let (turn, job) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            send_error(ws, &e.message, e.code());
+            return;
+        }
+    };
+    if let Some(f) = run_job(app, ws, fd, &job, mode) {
+        crate::conversation::finish(app, &job, &f, Vec::new());
+        drop(turn);
+        finish(ws, &f);
+    }
 }
 
 /// Runs an already parsed job over `ws`; None when it was refused (the refusal was sent).

@@ -166,6 +166,17 @@ fn main() {
         partial: args.partial,
         model: model.clone(),
     };
+    // An approval turn: redo the tool call of the earlier prompt that asked for one.
+    let prompt = if prompt.starts_with("The user approved") {
+        earlier
+            .iter()
+            .rev()
+            .find(|p| p.starts_with("WRITE ") || p.starts_with("BASH "))
+            .cloned()
+            .unwrap_or(prompt)
+    } else {
+        prompt
+    };
     let words: Vec<&str> = prompt.split_whitespace().collect();
     let word = |i: usize| words.get(i).copied().unwrap_or("");
     let rest = |i: usize| words.get(i..).map(|w| w.join(" ")).unwrap_or_default();
@@ -323,6 +334,7 @@ fn main() {
     if word(0) == "HANG_AFTER_RESULT" {
         hang();
     }
+    record_end();
     std::process::exit(if word(0) == "MAX_TURNS" { 1 } else { 0 });
 }
 
@@ -428,12 +440,29 @@ fn record(argv: &[String], cwd: &Path, prompt: &str) {
     };
     let env: serde_json::Map<String, Value> =
         std::env::vars().map(|(k, v)| (k, json!(v))).collect();
-    let rec = json!({"pid": std::process::id(), "argv": argv, "cwd": cwd.to_string_lossy(), "prompt": prompt, "env": env});
+    let rec = json!({"pid": std::process::id(), "started_ns": now_ns().to_string(), "argv": argv, "cwd": cwd.to_string_lossy(), "prompt": prompt, "env": env});
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(
         Path::new(&dir).join(format!("{}.json", std::process::id())),
         rec.to_string(),
     );
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Marks a normal end, for tests that check that runs never overlapped.
+fn record_end() {
+    if let Ok(dir) = std::env::var("FAKE_CLAUDE_LOG") {
+        let _ = std::fs::write(
+            Path::new(&dir).join(format!("{}.end", std::process::id())),
+            now_ns().to_string(),
+        );
+    }
 }
 
 fn is_root() -> bool {

@@ -27,6 +27,10 @@ impl Drop for Proc {
 
 /// Starts the binary and reads stderr up to the "listening on" line.
 fn start(dir: &TempDir, extra: &[&str]) -> (Proc, Vec<String>, u16) {
+    start_with_env(dir, extra, &[])
+}
+
+fn start_with_env(dir: &TempDir, extra: &[&str], env: &[(&str, &str)]) -> (Proc, Vec<String>, u16) {
     let mut child = claudeway()
         .current_dir(dir.path())
         .args([
@@ -44,6 +48,7 @@ fn start(dir: &TempDir, extra: &[&str]) -> (Proc, Vec<String>, u16) {
         .args(extra)
         .env("HOME", dir.path())
         .env("IS_SANDBOX", "1")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -206,4 +211,79 @@ fn unsafe_sigterm(pid: u32) {
         .status()
         .unwrap();
     assert!(ok.success());
+}
+
+#[test]
+fn kill_9_mid_turn_loses_only_that_turn_and_the_orphan_is_swept() {
+    let dir = TempDir::new("bin");
+    let keys = ["--keys", "k:secret-for-kill9"];
+    let fake_log = dir.path().join("fake").to_string_lossy().into_owned();
+    let (mut p, _, port) = start_with_env(&dir, &keys, &[("FAKE_CLAUDE_LOG", &fake_log)]);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let post = |addr, path: &str, body: serde_json::Value| {
+        request(
+            addr,
+            "POST",
+            path,
+            Some("secret-for-kill9"),
+            &[],
+            body.to_string().as_bytes(),
+        )
+    };
+    let id = post(addr, "/session/start", json!({})).json()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        post(
+            addr,
+            &format!("/session/{id}"),
+            json!({"prompt": "first turn"})
+        )
+        .status,
+        200
+    );
+    let path = format!("/session/{id}");
+    std::thread::spawn(move || post(addr, &path, json!({"prompt": "HANG"})));
+    let fake = dir.path().join("fake");
+    let hung = || -> Option<u32> {
+        std::fs::read_dir(&fake).ok()?.flatten().find_map(|e| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
+            (v["prompt"] == "HANG").then(|| v["pid"].as_u64().unwrap() as u32)
+        })
+    };
+    assert!(eventually(Duration::from_secs(20), || hung().is_some()));
+    let cli = hung().unwrap();
+    p.0.kill().unwrap();
+    p.0.wait().unwrap();
+    assert!(
+        process_alive(cli),
+        "the CLI is in its own process group and outlives a kill -9"
+    );
+
+    let (_p, _, port) = start_with_env(&dir, &keys, &[("FAKE_CLAUDE_LOG", &fake_log)]);
+    assert!(
+        eventually(Duration::from_secs(10), || !process_alive(cli)),
+        "the restart swept the orphan"
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let s = request(
+        addr,
+        "GET",
+        &format!("/session/{id}"),
+        Some("secret-for-kill9"),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(s["task_count"], 1, "only the turn in flight was lost");
+    let v = post(addr, &format!("/session/{id}"), json!({"prompt": "RECALL"})).json();
+    assert!(
+        v["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("earlier prompts: first turn"),
+        "{v}"
+    );
 }

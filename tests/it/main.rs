@@ -9,6 +9,8 @@ mod audit;
 mod basics;
 /// The real binary: flags, exit codes, the banner, signals.
 mod binary;
+/// Sessions: turns, ownership, restarts, expiry, approvals.
+mod session;
 /// POST /task/stream (SSE) and GET /task/ws (WebSocket).
 mod stream;
 /// POST /task: argv, stdin, tokens, cost, failures, timeouts, concurrency.

@@ -17,6 +17,8 @@ use serde_json::Value;
 
 pub const ADMIN: &str = "admin-secret-0123456789";
 pub const USER: &str = "user-secret-0123456789";
+/// A second non-admin key.
+pub const OTHER: &str = "other-secret-0123456789";
 /// A secret in the server's own environment that no CLI run may see.
 pub const LEAKY: &str = "leak-me-not-9876543210";
 
@@ -56,6 +58,9 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if self.0.as_os_str().is_empty() {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -66,7 +71,11 @@ pub fn fake_claude() -> String {
 
 /// The config every test server starts from.
 pub fn test_config(root: &Path) -> Config {
-    let raw = claudeway::flags::parse(["--keys", &format!("admin:{ADMIN},user:{USER}")]).unwrap();
+    let raw = claudeway::flags::parse([
+        "--keys",
+        &format!("admin:{ADMIN},user:{USER},other:{OTHER}"),
+    ])
+    .unwrap();
     let mut cfg = Config::load(&raw, &|_| None).unwrap();
     cfg.host = "127.0.0.1".into();
     cfg.port = 0;
@@ -103,8 +112,12 @@ impl TestServer {
     }
 
     pub fn with(f: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::in_dir(TempDir::new("srv"), f)
+    }
+
+    /// A server over an existing directory tree (a restart keeps `dir`).
+    pub fn in_dir(dir: TempDir, f: impl FnOnce(&mut Config)) -> TestServer {
         init();
-        let dir = TempDir::new("srv");
         let mut cfg = test_config(dir.path());
         f(&mut cfg);
         let running = server::start(cfg).expect("server starts");
@@ -169,6 +182,7 @@ impl TestServer {
         };
         files
             .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
             .filter_map(|e| std::fs::read_to_string(e.path()).ok())
             .filter_map(|t| serde_json::from_str(&t).ok())
             .collect()
@@ -183,6 +197,33 @@ impl TestServer {
             .collect();
         assert_eq!(runs.len(), 1, "expected one run with prompt {prompt:?}");
         runs.into_iter().next().unwrap()
+    }
+}
+
+impl TestServer {
+    /// Stops the server and hands back its directory tree, for a restart.
+    pub fn stop(mut self) -> TempDir {
+        if let Some(r) = self.running.take() {
+            r.shutdown(Duration::ZERO, &|| true);
+        }
+        std::mem::replace(&mut self.dir, TempDir(PathBuf::new()))
+    }
+
+    /// When each normally ended fake run started and ended (ns), by prompt.
+    pub fn fake_spans(&self) -> Vec<(String, u128, u128)> {
+        self.fake_runs()
+            .into_iter()
+            .filter_map(|r| {
+                let pid = r["pid"].as_u64()?;
+                let end =
+                    std::fs::read_to_string(self.root().join(format!("fake/{pid}.end"))).ok()?;
+                Some((
+                    r["prompt"].as_str()?.to_string(),
+                    r["started_ns"].as_str()?.parse().ok()?,
+                    end.trim().parse().ok()?,
+                ))
+            })
+            .collect()
     }
 }
 
@@ -372,11 +413,20 @@ pub struct SseClient {
 impl SseClient {
     /// Opens the stream; on a non-200 answer, returns the plain response instead.
     pub fn open(addr: SocketAddr, key: Option<&str>, body: &Value) -> Result<SseClient, Resp> {
+        SseClient::open_path(addr, "/task/stream", key, body)
+    }
+
+    pub fn open_path(
+        addr: SocketAddr,
+        path: &str,
+        key: Option<&str>,
+        body: &Value,
+    ) -> Result<SseClient, Resp> {
         let mut s = connect(addr);
         send_request(
             &mut s,
             "POST",
-            "/task/stream",
+            path,
             key,
             &[("Content-Type", "application/json")],
             body.to_string().as_bytes(),
