@@ -59,6 +59,8 @@ pub struct Config {
     pub kill_grace: Duration,
     /// After the CLI printed its result line, how long it may take to exit. Default 5 s.
     pub result_grace: Duration,
+    /// On SIGTERM/SIGINT, how long runs in flight may take to finish. Default 30 s.
+    pub shutdown_grace: Duration,
     /// Silence on a stream before a heartbeat. Default 1 s.
     pub heartbeat: Duration,
     /// Kill a run that printed nothing for this long (`STALLED`). Default none.
@@ -110,6 +112,7 @@ impl Default for Config {
             max_timeout_secs: 3600,
             kill_grace: Duration::from_secs(2),
             result_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
             heartbeat: Duration::from_secs(1),
             stall: None,
             approval_ttl: Duration::from_secs(3600),
@@ -138,6 +141,7 @@ struct FileServer {
     max_concurrent: Option<usize>,
     max_queue: Option<usize>,
     max_streams: Option<usize>,
+    shutdown_grace_secs: Option<u64>,
     heartbeat_ms: Option<u64>,
 }
 
@@ -416,6 +420,9 @@ fn apply_server(
     }
     if let Some(v) = s.max_streams {
         cfg.max_streams = v;
+    }
+    if let Some(v) = s.shutdown_grace_secs {
+        cfg.shutdown_grace = Duration::from_secs(v);
     }
     if let Some(v) = s.heartbeat_ms {
         cfg.heartbeat =

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-/// The closed list of error codes (../decisions.md §2); `status()` and `code()` are the table.
+/// The closed list of error codes; `status()` and `code()` are the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     BadRequest,

@@ -72,8 +72,19 @@ fn run() -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("Shutting down (a second signal stops at once)");
-    let grace = Duration::from_secs(30);
-    running.shutdown(grace, &|| os::shutdown_signals() > 1);
+    let grace = running.app.config.shutdown_grace;
+    let app = running.app.clone();
+    std::thread::spawn(move || {
+        while os::shutdown_signals() < 2 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("Second signal: stopping now");
+        let killed = app.registry.kill_all_now();
+        log::warn!("killed {killed} CLI process group(s)");
+        app.audit.flush();
+        std::process::exit(1);
+    });
+    running.shutdown(grace, &|| false);
     Ok(())
 }
 

@@ -309,6 +309,14 @@ impl Registry {
         n
     }
 
+    /// SIGKILLs every registered process group at once (a second shutdown signal).
+    pub fn kill_all_now(&self) -> usize {
+        let pids: Vec<u32> = self.runs.lock().values().filter_map(|e| e.pid).collect();
+        pids.iter()
+            .filter(|p| crate::os::kill_group(**p, crate::os::Signal::Kill))
+            .count()
+    }
+
     pub fn cancel_all(&self) {
         for e in self.runs.lock().values() {
             let _ = e.cancel.try_send(());
