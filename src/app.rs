@@ -10,7 +10,9 @@ use std::time::Instant;
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::events::{Bus, Event};
+use crate::logins::{Logins, Settings};
 use crate::runs::{Gate, Registry};
+use crate::totals::Totals;
 
 pub struct App {
     pub config: Config,
@@ -20,6 +22,10 @@ pub struct App {
     /// Plugin events.
     pub bus: Bus,
     pub started: Instant,
+    /// Running totals of the audit log (admin API, budgets, metrics).
+    pub totals: Arc<Totals>,
+    /// Dashboard logins (admin cookie, CSRF, failed-login throttle).
+    pub logins: Logins,
     /// Secret values to scrub from anything shown to a client or logged.
     pub secrets: Vec<String>,
     /// Variables removed from the CLI's environment.
@@ -43,6 +49,9 @@ impl App {
         );
         let gate = Gate::new(config.max_concurrent, config.max_queue);
         let registry = Registry::new(Some(config.state_dir.join("pids")));
+        let totals = Totals::start(&config.log_dir, &audit);
+        // `server::start` has already refused a bad [plugins.dashboard] table.
+        let logins = Logins::new(Settings::from_config(&config).unwrap_or_default());
         App {
             config,
             audit,
@@ -50,6 +59,8 @@ impl App {
             registry,
             bus: Bus::default(),
             started: Instant::now(),
+            totals,
+            logins,
             secrets,
             env_remove,
             shutting_down: AtomicBool::new(false),

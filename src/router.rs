@@ -20,9 +20,25 @@ pub enum Access {
     Public,
     /// Any API key (Bearer).
     Key,
+    /// No authentication, but only when the `dashboard` plugin is on (its files, `/admin/login`).
+    Dashboard,
+    /// The admin cookie from `/admin/login`, plus the CSRF header on anything but GET/HEAD;
+    /// only when the `dashboard` plugin is on.
+    Admin,
 }
 
-/// One route: method, path pattern (`{name}` matches one segment), access.
+impl Access {
+    /// False for routes of a plugin that is off: they do not exist (404).
+    pub fn exists(self, app: &App) -> bool {
+        match self {
+            Access::Public | Access::Key => true,
+            Access::Dashboard | Access::Admin => app.config.plugin_enabled("dashboard"),
+        }
+    }
+}
+
+/// One route: method, path pattern (`{name}` matches one segment, a last `{*name}` the rest,
+/// empty included), access.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
     pub method: &'static str,
@@ -42,13 +58,26 @@ const fn r(method: &'static str, path: &'static str, access: Access) -> Route {
 pub const ROUTES: &[Route] = &[
     r("GET", "/health", Access::Public),
     r("POST", "/task", Access::Key),
+    // The dashboard plugin: its files and the admin API.
+    r("GET", "/dashboard/{*path}", Access::Dashboard),
+    r("POST", "/admin/login", Access::Dashboard),
+    r("POST", "/admin/logout", Access::Admin),
+    r("GET", "/admin/session", Access::Admin),
+    r("GET", "/admin/overview", Access::Admin),
+    r("GET", "/admin/logs", Access::Admin),
+    r("GET", "/admin/keys", Access::Admin),
+    r("GET", "/admin/costs", Access::Admin),
 ];
 
 /// True if `path` matches `pattern` segment by segment.
 pub fn matches(pattern: &str, path: &str) -> bool {
-    let p: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
+    let mut p: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
     let s: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    p.len() == s.len()
+    let rest = p.last().is_some_and(|l| l.starts_with("{*"));
+    if rest {
+        p.pop();
+    }
+    (p.len() == s.len() || (rest && s.len() > p.len()))
         && p.iter()
             .zip(&s)
             .all(|(p, s)| (p.starts_with('{') && !s.is_empty()) || p == s)
@@ -62,7 +91,10 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         panic!("the test suite asked for a panic");
     }
 
-    let known: Vec<&Route> = ROUTES.iter().filter(|r| matches(r.path, &path)).collect();
+    let known: Vec<&Route> = ROUTES
+        .iter()
+        .filter(|r| matches(r.path, &path) && r.access.exists(app))
+        .collect();
     if known.is_empty() {
         return ex.error(ApiError::not_found(format!(
             "no route {path}; see /openapi.yaml for the API"
@@ -77,7 +109,11 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
     };
 
     let key_id = match route.access {
-        Access::Public => None,
+        Access::Public | Access::Dashboard => None,
+        Access::Admin => match handlers::admin::authorize(app, &ex) {
+            Ok(()) => Some(app.config.keys.admin().id.clone()),
+            Err(e) => return ex.error(e),
+        },
         Access::Key => match auth::authenticate(app, &ex, Also::Nothing) {
             Ok(id) => Some(id),
             Err(e) => return ex.error(e),
@@ -90,7 +126,26 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
     match (route.method, segs.as_slice()) {
         ("GET", ["health"]) => ex.respond(handlers::health::get(app)),
         ("POST", ["task"]) => handlers::task::post(app, ex, key_id),
+        ("GET", ["dashboard", rest @ ..]) => {
+            let etag = ex.header("If-None-Match").map(str::to_string);
+            ex.respond(crate::dashboard::serve(&rest.join("/"), etag.as_deref()))
+        }
+        ("POST", ["admin", "login"]) => handlers::admin::login(app, ex),
+        ("POST", ["admin", "logout"]) => handlers::admin::logout(app, ex),
+        ("GET", ["admin", "session"]) => answer(ex, |ex| Ok(handlers::admin::session(app, ex))),
+        ("GET", ["admin", "overview"]) => ex.respond(handlers::admin::overview(app)),
+        ("GET", ["admin", "keys"]) => ex.respond(handlers::admin::keys(app)),
+        ("GET", ["admin", "logs"]) => answer(ex, |ex| handlers::admin::logs(app, ex)),
+        ("GET", ["admin", "costs"]) => answer(ex, |ex| handlers::admin::costs(app, ex)),
         _ => ex.error(ApiError::not_found(format!("no route {path}"))),
+    }
+}
+
+/// Answers with what a short handler returns, error or not.
+fn answer(ex: Exchange, f: impl FnOnce(&Exchange) -> Result<crate::reply::Reply, ApiError>) {
+    match f(&ex) {
+        Ok(reply) => ex.respond(reply),
+        Err(e) => ex.error(e),
     }
 }
 
@@ -118,5 +173,9 @@ mod tests {
         assert!(!matches("/session/{id}", "/session/abc/approve"));
         assert!(matches("/task", "/task"));
         assert!(!matches("/task", "/tasks"));
+        for p in ["/dashboard", "/dashboard/", "/dashboard/assets/a.js"] {
+            assert!(matches("/dashboard/{*path}", p), "{p}");
+        }
+        assert!(!matches("/dashboard/{*path}", "/dashboards"));
     }
 }
