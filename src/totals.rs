@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
-use crossbeam_channel::{unbounded, Receiver};
+use crossbeam_channel::{unbounded, Receiver, Select, TryRecvError};
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -235,18 +235,27 @@ impl Totals {
             state: Mutex::new(state),
             rx,
         });
+        // Entries leave the channel only under the state lock (here or in `read`), so a
+        // reader sees every entry recorded before it asked.
         let weak = Arc::downgrade(&totals);
         let rx = totals.rx.clone();
         let spawned = std::thread::Builder::new()
             .name("totals".into())
-            .spawn(move || {
-                for entry in rx {
-                    let Some(t) = weak.upgrade() else { return };
-                    t.state.lock().add(entry);
+            .spawn(move || loop {
+                let mut ready = Select::new();
+                ready.recv(&rx);
+                ready.ready();
+                let Some(t) = weak.upgrade() else { return };
+                let mut state = t.state.lock();
+                loop {
+                    match rx.try_recv() {
+                        Ok(e) => state.add(e),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return,
+                    }
                 }
             });
         if let Err(e) = spawned {
-            // Readers fold pending entries themselves (`read`), so nothing is lost.
             log::warn!("cannot start the totals thread ({e}); totals update on read");
         }
         totals
