@@ -230,7 +230,7 @@ impl Totals {
         for e in lines {
             state.add(e);
         }
-        log::info!("admin totals: {n} audit line(s) read");
+        log::debug!("admin totals: {n} audit line(s) read");
         let totals = Arc::new(Totals {
             state: Mutex::new(state),
             rx,

@@ -154,6 +154,14 @@ fn without_a_valid_cookie_every_admin_route_is_401() {
     let admin = login(&srv);
     post(&srv, "/admin/logout", &admin.cookie, Some("")).error(403, "FORBIDDEN");
     assert_eq!(get(&srv, "/admin/overview", &admin).status, 200);
+    // Another login's token does not do either.
+    let other = login(&srv);
+    post(&srv, "/admin/logout", &admin.cookie, Some(&other.csrf)).error(403, "FORBIDDEN");
+    assert_eq!(
+        post(&srv, "/admin/logout", &admin.cookie, Some(&admin.csrf)).status,
+        200
+    );
+    assert_eq!(get(&srv, "/admin/overview", &other).status, 200);
 }
 
 #[test]

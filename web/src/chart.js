@@ -34,6 +34,13 @@ export const palette = [
   '#b8860b', '#1a9bb0', '#d14f91', '#6b7a8f', '#5a8f29',
 ];
 
+/** The same colour for the same model or key on every chart. */
+export function colorFor(name) {
+  let h = 0;
+  for (const c of String(name)) h = (h * 31 + c.codePointAt(0)) >>> 0;
+  return palette[h % palette.length];
+}
+
 function themed() {
   const css = getComputedStyle(document.documentElement);
   Chart.defaults.color = css.getPropertyValue('--muted').trim() || '#666';
@@ -46,7 +53,13 @@ export function chart(canvas, config) {
   const make = (c) =>
     new Chart(canvas, {
       ...c,
-      options: { animation: false, responsive: true, maintainAspectRatio: false, ...c.options },
+      options: {
+        animation: false,
+        responsive: true,
+        maintainAspectRatio: false,
+        datasets: { bar: { maxBarThickness: 48 } },
+        ...c.options,
+      },
     });
   let instance = make(config);
   return {
