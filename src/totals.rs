@@ -192,6 +192,14 @@ impl GroupBy {
         }
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupBy::Daily => "daily",
+            GroupBy::Weekly => "weekly",
+            GroupBy::Monthly => "monthly",
+        }
+    }
+
     /// The period a `YYYY-MM-DD` day belongs to (days come from `day_of`, so they parse).
     pub fn period_of(self, day: &str) -> String {
         match self {

@@ -4,7 +4,7 @@
 //! `Access::Admin` route. A failed login counts against the caller's address and is refused
 //! with 429 once the address used up its attempts; no handler here ever sleeps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
@@ -16,7 +16,7 @@ use crate::input::Body;
 use crate::keys::constant_time_eq;
 use crate::logins::{cookie_value, COOKIE, CSRF_HEADER};
 use crate::reply::Reply;
-use crate::totals::{self, GroupBy, Usage};
+use crate::totals::{self, GroupBy, Period, Usage};
 
 /// Largest `/admin/login` body.
 const LOGIN_BODY_MAX: usize = 4096;
@@ -158,7 +158,7 @@ pub fn overview(app: &App) -> Reply {
     let days: Vec<String> = (0..30)
         .rev()
         .filter_map(|n| today.checked_sub(time::Duration::days(n)))
-        .map(|d| GroupBy::Daily.period_of(&format!("{d}")))
+        .map(|d| d.to_string())
         .collect();
     let body = app.totals.read(|s| {
         let daily: Vec<Value> = days
@@ -225,48 +225,45 @@ pub fn costs(app: &App, ex: &Exchange) -> Result<Reply, ApiError> {
             .ok_or_else(|| ApiError::bad_request("`group_by` must be daily, weekly or monthly"))?,
     };
     let periods = app.totals.read(|s| s.periods(by));
-    let series = |pick: &dyn Fn(&crate::totals::Period) -> Usage| {
-        json!({
-            "requests": periods.iter().map(|(_, p)| pick(p).requests).collect::<Vec<_>>(),
-            "cost_usd": periods.iter().map(|(_, p)| pick(p).cost_usd).collect::<Vec<_>>(),
-        })
-    };
-    let named =
-        |field: &str, names: Vec<String>, get: &dyn Fn(&crate::totals::Period, &str) -> Usage| {
-            let mut rows: Vec<(f64, Value)> = names
-                .into_iter()
-                .map(|n| {
-                    let mut v = series(&|p| get(p, &n));
-                    let total: f64 = periods.iter().map(|(_, p)| get(p, &n).cost_usd).sum();
-                    v[field] = json!(n);
-                    (total, v)
-                })
-                .collect();
-            rows.sort_by(|a, b| b.0.total_cmp(&a.0));
-            rows.into_iter().map(|(_, v)| v).collect::<Vec<_>>()
-        };
-    let mut models: Vec<String> = periods
-        .iter()
-        .flat_map(|(_, p)| p.models.keys().cloned())
-        .collect();
-    models.sort();
-    models.dedup();
-    let mut keys: Vec<String> = periods
-        .iter()
-        .flat_map(|(_, p)| p.keys.keys().cloned())
-        .collect();
-    keys.sort();
-    keys.dedup();
-    let get_model =
-        |p: &crate::totals::Period, m: &str| p.models.get(m).copied().unwrap_or_default();
-    let get_key = |p: &crate::totals::Period, k: &str| p.keys.get(k).copied().unwrap_or_default();
+    let total: Vec<Usage> = periods.iter().map(|(_, p)| p.total).collect();
     Ok(Reply::ok(&json!({
-        "group_by": match by { GroupBy::Daily => "daily", GroupBy::Weekly => "weekly", GroupBy::Monthly => "monthly" },
+        "group_by": by.name(),
         "periods": periods.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-        "total": series(&|p| p.total),
-        "models": named("model", models, &get_model),
-        "keys": named("key_id", keys, &get_key),
+        "total": series(&total),
+        "models": series_by(&periods, "model", |p| &p.models),
+        "keys": series_by(&periods, "key_id", |p| &p.keys),
     })))
+}
+
+/// `{"requests": [...], "cost_usd": [...]}`.
+fn series(usage: &[Usage]) -> Value {
+    json!({
+        "requests": usage.iter().map(|u| u.requests).collect::<Vec<_>>(),
+        "cost_usd": usage.iter().map(|u| u.cost_usd).collect::<Vec<_>>(),
+    })
+}
+
+/// One series per name in the maps `pick` selects, aligned with `periods`, costliest first.
+fn series_by(
+    periods: &[(String, Period)],
+    field: &str,
+    pick: fn(&Period) -> &BTreeMap<String, Usage>,
+) -> Vec<Value> {
+    let names: BTreeSet<&String> = periods.iter().flat_map(|(_, p)| pick(p).keys()).collect();
+    let mut rows: Vec<(f64, Value)> = names
+        .into_iter()
+        .map(|name| {
+            let usage: Vec<Usage> = periods
+                .iter()
+                .map(|(_, p)| pick(p).get(name).copied().unwrap_or_default())
+                .collect();
+            let mut v = series(&usage);
+            v[field] = json!(name);
+            (usage.iter().map(|u| u.cost_usd).sum(), v)
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    rows.into_iter().map(|(_, v)| v).collect()
 }
 
 /// `GET /admin/logs?key_id=&since=&limit=`: the newest lines first, at most `limit`
