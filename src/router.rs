@@ -132,7 +132,10 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         }
         ("POST", ["admin", "login"]) => handlers::admin::login(app, ex),
         ("POST", ["admin", "logout"]) => handlers::admin::logout(app, ex),
-        ("GET", ["admin", "session"]) => answer(ex, |ex| Ok(handlers::admin::session(app, ex))),
+        ("GET", ["admin", "session"]) => {
+            let reply = handlers::admin::session(app, &ex);
+            ex.respond(reply)
+        }
         ("GET", ["admin", "overview"]) => ex.respond(handlers::admin::overview(app)),
         ("GET", ["admin", "keys"]) => ex.respond(handlers::admin::keys(app)),
         ("GET", ["admin", "logs"]) => answer(ex, |ex| handlers::admin::logs(app, ex)),
