@@ -28,3 +28,13 @@ release:
 ## Benchmarks print numbers and never fail the build. Not written yet: see the benchmark issue.
 bench:
 	@echo "make bench: the benchmark suite is not written yet (see the benchmark issue)"
+
+.PHONY: web dashboard-test
+## Rebuild the dashboard from web/ into web/dist/ (committed, so `cargo build` needs no Node).
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
+
+## The dashboard in headless Chromium (/usr/bin/chromium) against the real binary.
+dashboard-test:
+	$(CARGO) build --bins
+	cd web && npm ci --no-audit --no-fund && node test/browser.mjs

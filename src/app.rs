@@ -10,8 +10,10 @@ use std::time::Instant;
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::events::{Bus, Event};
+use crate::logins::{Logins, Settings};
 use crate::runs::{Gate, Registry};
 use crate::sessions::Store;
+use crate::totals::Totals;
 
 pub struct App {
     pub config: Config,
@@ -25,6 +27,10 @@ pub struct App {
     /// Open SSE and WebSocket streams.
     pub streams: crate::stream::StreamCount,
     pub started: Instant,
+    /// Running totals of the audit log (admin API, budgets, metrics).
+    pub totals: Arc<Totals>,
+    /// Dashboard logins (admin cookie, CSRF, failed-login throttle).
+    pub logins: Logins,
     /// Secret values to scrub from anything shown to a client or logged.
     pub secrets: Vec<String>,
     /// Variables removed from the CLI's environment.
@@ -48,6 +54,9 @@ impl App {
         );
         let gate = Gate::new(config.max_concurrent, config.max_queue);
         let registry = Registry::new(Some(config.state_dir.join("pids")));
+        let totals = Totals::start(&config.log_dir, &audit);
+        // `server::start` has already refused a bad [plugins.dashboard] table.
+        let logins = Logins::new(Settings::from_config(&config).unwrap_or_default());
         App {
             config,
             audit,
@@ -57,6 +66,8 @@ impl App {
             sessions,
             streams: Default::default(),
             started: Instant::now(),
+            totals,
+            logins,
             secrets,
             env_remove,
             shutting_down: AtomicBool::new(false),

@@ -22,9 +22,25 @@ pub enum Access {
     Key,
     /// Any API key, as Bearer or as the WebSocket subprotocol `claudeway.bearer.<secret>`.
     KeyOrWsProtocol,
+    /// No authentication, but only when the `dashboard` plugin is on (its files, `/admin/login`).
+    Dashboard,
+    /// The admin cookie from `/admin/login`, plus the CSRF header on anything but GET/HEAD;
+    /// only when the `dashboard` plugin is on.
+    Admin,
 }
 
-/// One route: method, path pattern (`{name}` matches one segment), access.
+impl Access {
+    /// False for routes of a plugin that is off: they do not exist (404).
+    pub fn exists(self, app: &App) -> bool {
+        match self {
+            Access::Public | Access::Key | Access::KeyOrWsProtocol => true,
+            Access::Dashboard | Access::Admin => app.config.plugin_enabled("dashboard"),
+        }
+    }
+}
+
+/// One route: method, path pattern (`{name}` matches one segment, a last `{*name}` the rest,
+/// empty included), access.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
     pub method: &'static str,
@@ -53,13 +69,29 @@ pub const ROUTES: &[Route] = &[
     r("DELETE", "/session/{id}", Access::Key),
     r("POST", "/session/{id}/stream", Access::Key),
     r("POST", "/session/{id}/approve", Access::Key),
+    // The dashboard plugin: its files and the admin API.
+    r("GET", "/dashboard/{*path}", Access::Dashboard),
+    r("POST", "/admin/login", Access::Dashboard),
+    r("POST", "/admin/logout", Access::Admin),
+    r("GET", "/admin/session", Access::Admin),
+    r("GET", "/admin/overview", Access::Admin),
+    r("GET", "/admin/logs", Access::Admin),
+    r("GET", "/admin/keys", Access::Admin),
+    r("GET", "/admin/costs", Access::Admin),
+    r("GET", "/admin/sessions", Access::Admin),
+    r("GET", "/admin/sessions/{id}", Access::Admin),
+    r("DELETE", "/admin/sessions/{id}", Access::Admin),
 ];
 
 /// True if `path` matches `pattern` segment by segment.
 pub fn matches(pattern: &str, path: &str) -> bool {
-    let p: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
+    let mut p: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
     let s: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    p.len() == s.len()
+    let rest = p.last().is_some_and(|l| l.starts_with("{*"));
+    if rest {
+        p.pop();
+    }
+    (p.len() == s.len() || (rest && s.len() > p.len()))
         && p.iter()
             .zip(&s)
             .all(|(p, s)| (p.starts_with('{') && !s.is_empty()) || p == s)
@@ -73,10 +105,20 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         panic!("the test suite asked for a panic");
     }
 
-    // A literal route wins over a pattern (`/session/start` is not a session id).
-    let literal: Vec<&Route> = ROUTES.iter().filter(|r| r.path == path).collect();
+    // A literal route wins over a pattern (`/session/start` is not a session id); routes of
+    // a plugin that is off do not exist.
+    let live = |r: &&Route| r.access.exists(app);
+    let literal: Vec<&Route> = ROUTES
+        .iter()
+        .filter(|r| r.path == path)
+        .filter(live)
+        .collect();
     let known: Vec<&Route> = if literal.is_empty() {
-        ROUTES.iter().filter(|r| matches(r.path, &path)).collect()
+        ROUTES
+            .iter()
+            .filter(|r| matches(r.path, &path))
+            .filter(live)
+            .collect()
     } else {
         literal
     };
@@ -94,7 +136,11 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
     };
 
     let key_id = match route.access {
-        Access::Public => None,
+        Access::Public | Access::Dashboard => None,
+        Access::Admin => match handlers::admin::authorize(app, &ex) {
+            Ok(()) => Some(app.config.keys.admin().id.clone()),
+            Err(e) => return ex.error(e),
+        },
         Access::Key | Access::KeyOrWsProtocol => {
             let also = if route.access == Access::Key {
                 Also::Nothing
@@ -131,11 +177,33 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         ("POST", ["session", id, "approve"]) => {
             handlers::session::approve(app, ex, key_id, id.to_string())
         }
+        ("GET", ["dashboard", rest @ ..]) => {
+            let etag = ex.header("If-None-Match").map(str::to_string);
+            ex.respond(crate::dashboard::serve(&rest.join("/"), etag.as_deref()))
+        }
+        ("POST", ["admin", "login"]) => handlers::admin::login(app, ex),
+        ("POST", ["admin", "logout"]) => handlers::admin::logout(app, ex),
+        ("GET", ["admin", "session"]) => {
+            let reply = handlers::admin::session(app, &ex);
+            ex.respond(reply)
+        }
+        ("GET", ["admin", "overview"]) => ex.respond(handlers::admin::overview(app)),
+        ("GET", ["admin", "keys"]) => ex.respond(handlers::admin::keys(app)),
+        ("GET", ["admin", "logs"]) => reply(ex, |ex| handlers::admin::logs(app, ex)),
+        ("GET", ["admin", "costs"]) => reply(ex, |ex| handlers::admin::costs(app, ex)),
+        // The admin's view of sessions is the admin key's view.
+        ("GET", ["admin", "sessions"]) => reply(ex, |ex| handlers::session::list(app, ex, &key_id)),
+        ("GET", ["admin", "sessions", id]) => {
+            reply(ex, |_| handlers::session::get(app, &key_id, id))
+        }
+        ("DELETE", ["admin", "sessions", id]) => {
+            reply(ex, |ex| handlers::session::delete(app, ex, &key_id, id))
+        }
         _ => ex.error(ApiError::not_found(format!("no route {path}"))),
     }
 }
 
-/// Answers a short request with what `f` returns.
+/// Answers a short request with what `f` returns, error or not.
 fn reply(mut ex: Exchange, f: impl FnOnce(&mut Exchange) -> Result<crate::reply::Reply, ApiError>) {
     match f(&mut ex) {
         Ok(r) => ex.respond(r),
@@ -167,5 +235,9 @@ mod tests {
         assert!(!matches("/session/{id}", "/session/abc/approve"));
         assert!(matches("/task", "/task"));
         assert!(!matches("/task", "/tasks"));
+        for p in ["/dashboard", "/dashboard/", "/dashboard/assets/a.js"] {
+            assert!(matches("/dashboard/{*path}", p), "{p}");
+        }
+        assert!(!matches("/dashboard/{*path}", "/dashboards"));
     }
 }

@@ -39,6 +39,7 @@ pub fn start(config: Config) -> Result<Running, String> {
             )
         })?;
     }
+    crate::logins::Settings::from_config(&config)?;
     if let Some(n) = crate::os::raise_nofile_limit() {
         log::debug!("open files limit: {n}");
     }

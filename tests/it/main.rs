@@ -3,6 +3,8 @@
 
 mod support;
 
+/// The admin API (cookie login, CSRF, throttle, totals, logs cursor) and the dashboard files.
+mod admin;
 /// The audit log: fields, files, concurrency, _unauthorized.
 mod audit;
 /// GET /health, auth, routing, the error shape, body limits, panics.
