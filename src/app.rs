@@ -24,6 +24,8 @@ pub struct App {
     pub bus: Bus,
     /// Sessions (and /task runs kept for approval).
     pub sessions: Store,
+    /// Requests not answered yet, streams included (shutdown waits for them).
+    pub inflight: Arc<std::sync::atomic::AtomicUsize>,
     /// Open SSE and WebSocket streams.
     pub streams: crate::stream::StreamCount,
     pub started: Instant,
@@ -65,6 +67,7 @@ impl App {
             bus: Bus::default(),
             sessions,
             streams: Default::default(),
+            inflight: Default::default(),
             started: Instant::now(),
             totals,
             logins,

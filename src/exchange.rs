@@ -6,6 +6,8 @@
 //! An exchange may move from a pool worker to a run thread; it never blocks on its own.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tiny_http::{Header, Method, Request, Response};
@@ -24,6 +26,25 @@ pub struct Exchange {
     pub key_id: Option<String>,
     /// The status answered, for the log line.
     status: u16,
+    /// Counts this request as unanswered until it is answered (shutdown waits for it).
+    inflight: Option<Inflight>,
+}
+
+/// One request (or stream) not yet answered; dropping it counts it done.
+#[derive(Debug)]
+pub struct Inflight(Arc<AtomicUsize>);
+
+impl Inflight {
+    pub fn new(counter: &Arc<AtomicUsize>) -> Inflight {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Inflight(counter.clone())
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Exchange {
@@ -42,7 +63,18 @@ impl Exchange {
             started: Instant::now(),
             key_id: None,
             status: 0,
+            inflight: None,
         }
+    }
+
+    /// Counts this exchange in `counter` until it is answered (or its stream ends).
+    pub fn track(&mut self, counter: &Arc<AtomicUsize>) {
+        self.inflight = Some(Inflight::new(counter));
+    }
+
+    /// Takes the in-flight guard, for a stream that outlives the exchange (WebSocket).
+    pub fn take_inflight(&mut self) -> Option<Inflight> {
+        self.inflight.take()
     }
 
     fn request(&self) -> &Request {
@@ -160,6 +192,7 @@ impl Exchange {
             request_id: self.request_id.clone(),
             key_id: self.key_id.clone(),
             started: self.started,
+            _inflight: self.inflight.take(),
         };
         (req, log)
     }
@@ -178,8 +211,9 @@ impl Exchange {
 }
 
 /// What a stream needs to write the request's log line when it ends.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StreamLog {
+    _inflight: Option<Inflight>,
     pub method: String,
     pub path: String,
     pub request_id: String,
@@ -218,6 +252,7 @@ impl Drop for Exchange {
                 started: self.started,
                 key_id: self.key_id.take(),
                 status: 0,
+                inflight: self.inflight.take(),
             };
             placeholder.respond(Reply::from(e));
         }

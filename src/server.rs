@@ -106,7 +106,8 @@ fn worker(server: &tiny_http::Server, app: &Arc<App>, stop: &AtomicBool) {
             return;
         }
         let Ok(rq) = rq else { continue };
-        let ex = Exchange::new(rq);
+        let mut ex = Exchange::new(rq);
+        ex.track(&app.inflight);
         // The exchange answers 500 by itself if the handler panics (see exchange.rs).
         let _ = catch_unwind(AssertUnwindSafe(|| crate::router::route(app, ex)));
     }
@@ -151,10 +152,11 @@ impl Running {
                 self.app.registry.len()
             );
             self.app.registry.cancel_all();
-            let until = Instant::now() + Duration::from_secs(5);
-            while !self.app.registry.is_empty() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        }
+        // Every client gets its answer (or its stream's end) before we go.
+        let until = Instant::now() + self.app.config.kill_grace + Duration::from_secs(5);
+        while self.app.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
         }
         self.app.audit.flush();
         log::info!("stopped");

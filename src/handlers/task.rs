@@ -176,7 +176,7 @@ pub fn post_stream(app: &Arc<App>, mut ex: Exchange, key_id: String) {
 }
 
 /// `GET /task/ws`: the same task over a WebSocket (see `stream/ws.rs`).
-pub fn ws(app: &Arc<App>, ex: Exchange, key_id: String) {
+pub fn ws(app: &Arc<App>, mut ex: Exchange, key_id: String) {
     let (accept, protocol) = match stream::ws::check_handshake(&ex) {
         Ok(h) => h,
         Err(e) => return ex.error(e),
@@ -192,6 +192,7 @@ pub fn ws(app: &Arc<App>, ex: Exchange, key_id: String) {
         started: ex.started,
         local_port: app.port(),
         peer: ex.remote_addr(),
+        inflight: ex.take_inflight(),
     };
     let mut headers = vec![("Sec-WebSocket-Accept", accept.as_str())];
     if let Some(p) = protocol {

@@ -40,6 +40,8 @@ pub struct Upgraded {
     pub started: Instant,
     pub local_port: u16,
     pub peer: Option<std::net::SocketAddr>,
+    /// Keeps the connection counted as unanswered until the conversation ends.
+    pub inflight: Option<crate::exchange::Inflight>,
 }
 
 /// The handshake checks, on the worker. Returns the `Sec-WebSocket-Accept` value and the

@@ -287,3 +287,51 @@ fn kill_9_mid_turn_loses_only_that_turn_and_the_orphan_is_swept() {
         "{v}"
     );
 }
+
+#[test]
+fn sigterm_stops_runs_that_outlast_the_grace_and_answers_their_clients() {
+    let dir = TempDir::new("bin");
+    std::fs::write(
+        dir.path().join("claudeway.toml"),
+        "[server]\nshutdown_grace_secs = 1\n",
+    )
+    .unwrap();
+    let fake_log = dir.path().join("fake").to_string_lossy().into_owned();
+    let (mut p, _, port) = start_with_env(
+        &dir,
+        &["--keys", "k:secret-for-grace"],
+        &[("FAKE_CLAUDE_LOG", &fake_log)],
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t = std::thread::spawn(move || {
+        request(
+            addr,
+            "POST",
+            "/task",
+            Some("secret-for-grace"),
+            &[],
+            json!({"prompt": "HANG"}).to_string().as_bytes(),
+        )
+    });
+    let fake = dir.path().join("fake");
+    let pid = || -> Option<u32> {
+        let f = std::fs::read_dir(&fake).ok()?.flatten().next()?;
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(f.path()).ok()?).ok()?;
+        v["pid"].as_u64().map(|p| p as u32)
+    };
+    assert!(eventually(Duration::from_secs(20), || pid().is_some()));
+    let cli = pid().unwrap();
+    unsafe_sigterm(p.0.id());
+    let r = t.join().unwrap();
+    let msg = r.error(503, "OVERLOADED");
+    assert!(msg.contains("shutting down"), "{msg}");
+    assert_eq!(p.0.wait().unwrap().code(), Some(0));
+    assert!(!process_alive(cli), "no CLI process is left");
+    let logs: String = std::fs::read_dir(dir.path().join("logs/k"))
+        .unwrap()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap())
+        .collect();
+    assert!(logs.contains("task cancelled"), "{logs}");
+}

@@ -11,6 +11,8 @@ mod audit;
 mod basics;
 /// The real binary: flags, exit codes, the banner, signals.
 mod binary;
+/// Deployment files and the healthcheck subcommand.
+mod deploy;
 /// Sessions: turns, ownership, restarts, expiry, approvals.
 mod session;
 /// POST /task/stream (SSE) and GET /task/ws (WebSocket).

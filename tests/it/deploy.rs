@@ -1,0 +1,59 @@
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::*;
+
+/// Every file the Dockerfile copies from the build context exists in the repository, and the
+/// compose file builds that Dockerfile with an env file we ship an example of. (No Docker
+/// engine runs here, so this is what can be checked.)
+#[test]
+fn the_dockerfile_and_compose_file_reference_what_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docker = std::fs::read_to_string(root.join("Dockerfile.alpine")).unwrap();
+    let mut copies = 0;
+    for line in docker
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from="))
+    {
+        let parts: Vec<&str> = line.split_whitespace().skip(1).collect();
+        for src in &parts[..parts.len() - 1] {
+            assert!(
+                root.join(src).exists(),
+                "Dockerfile.alpine copies {src}, which does not exist"
+            );
+            copies += 1;
+        }
+    }
+    assert!(copies >= 4, "the build stage copies the sources");
+    assert!(docker.contains("HEALTHCHECK") && docker.contains("claudeway\", \"healthcheck\""));
+    assert!(docker.contains("USER claudeway"), "runs as a non-root user");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    assert!(compose.contains("dockerfile: Dockerfile.alpine"));
+    assert!(compose.contains("env_file: .env"));
+    let example = std::fs::read_to_string(root.join(".env.example")).unwrap();
+    assert!(example.contains("WRAPPER_KEYS="));
+}
+
+#[test]
+fn the_healthcheck_subcommand_probes_a_running_server() {
+    let srv = TestServer::start();
+    let port = srv.addr.port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_claudeway"))
+        .args(["healthcheck", "--port", &port, "--host", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    drop(srv);
+    let out = Command::new(env!("CARGO_BIN_EXE_claudeway"))
+        .args(["healthcheck", "--port", &port])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "nothing listens any more");
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: healthcheck: cannot connect"));
+}
