@@ -18,6 +18,7 @@ pub mod input;
 pub mod keys;
 pub mod os;
 pub mod paths;
+pub mod plugins;
 pub mod random;
 pub mod reply;
 pub mod router;
