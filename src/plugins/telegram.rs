@@ -101,9 +101,9 @@ impl Telegram {
         if !valid_token(&token) {
             return Err("[plugins.telegram] bot_token does not look like a bot token (digits, a colon, then letters, digits, - or _), as @BotFather gives it".into());
         }
-        let chat_id = match &s.chat_id {
-            None => return Err("[plugins.telegram] chat_id is missing: set it to the chat's numeric id (send your bot a message, then read message.chat.id from https://api.telegram.org/bot<token>/getUpdates)".into()),
-            Some(toml::Value::Integer(n)) => *n,
+        let chat_id = match s.chat_id.or_else(|| env("TELEGRAM_CHAT_ID").map(toml::Value::String)) {
+            None => return Err("[plugins.telegram] chat_id is missing: set it (or TELEGRAM_CHAT_ID) to the chat's numeric id (send your bot a message, then read message.chat.id from https://api.telegram.org/bot<token>/getUpdates)".into()),
+            Some(toml::Value::Integer(n)) => n,
             Some(toml::Value::String(v)) => v.trim().parse::<i64>().map_err(|_| {
                 format!("[plugins.telegram] chat_id must be a number such as -1001234567890, not `{v}`")
             })?,
