@@ -543,10 +543,10 @@ impl std::fmt::Display for Failed {
 
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// POSTs `body` as JSON to `url`; a 2xx answer's body is returned. 429, 5xx and network
-/// errors are retried up to `max_retries` times, waiting `Retry-After` (a header, or
-/// Telegram's `parameters.retry_after`) or the doubling backoff, at most 30 s; while the
-/// server stops, there is only one try. Other statuses fail at once.
+/// POSTs `body` as JSON to `url` (redirects are not followed); a 2xx answer's body is
+/// returned. 429, 5xx and network errors are retried up to `max_retries` times, waiting
+/// `Retry-After` (a header, or Telegram's `parameters.retry_after`) or the doubling backoff,
+/// at most 30 s; while the server stops, there is only one try. Other statuses fail at once.
 pub fn post_json(ctx: &Context, url: &str, body: &Value, d: &Delivery) -> Result<String, Failed> {
     let mut wait = d.backoff;
     let mut attempt = 0;
@@ -555,6 +555,8 @@ pub fn post_json(ctx: &Context, url: &str, body: &Value, d: &Delivery) -> Result
             .with_header("Content-Type", "application/json")
             .with_body(body.to_string())
             .with_timeout(d.timeout_secs)
+            // A redirect would carry the body (and a URL with a token) elsewhere.
+            .with_follow_redirects(false)
             .send();
         let (failed, retry_after) = match sent {
             Ok(r) if (200..300).contains(&r.status_code) => {

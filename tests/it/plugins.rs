@@ -297,3 +297,21 @@ fn a_denied_command_is_shown_as_the_command() {
     let m = fake.wait_text(&["*Permission needed*"]);
     assert!(m.contains("> Bash: echo hi"), "{m}");
 }
+
+#[test]
+fn the_example_config_s_plugin_tables_are_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/claudeway.example.toml");
+    let raw = claudeway::flags::parse(["--config", example, "--enable-plugin", "slack,telegram"])
+        .unwrap();
+    let env = |k: &str| match k {
+        "CLAUDEWAY_ADMIN_SECRET" => Some("example-admin-secret".to_string()),
+        "SLACK_WEBHOOK_URL" => Some("https://hooks.slack.com/services/T/B/x".to_string()),
+        "TELEGRAM_BOT_TOKEN" => Some("123:abc".to_string()),
+        _ => None,
+    };
+    let cfg = claudeway::config::Config::load(&raw, &env).unwrap();
+    assert!(cfg.plugin_enabled("slack") && cfg.plugin_enabled("telegram"));
+    assert!(!cfg.plugin_enabled("cloudflare_tunnel"));
+    let configured = claudeway::plugins::configure(&cfg, &env).unwrap();
+    assert_eq!(configured.len(), 2);
+}
