@@ -45,15 +45,7 @@ impl App {
         let secrets = config.secret_values(&crate::config::process_env);
         let mut env_remove: Vec<String> = vec!["CLAUDECODE".into()];
         env_remove.extend(config.secret_env.iter().cloned());
-        env_remove.extend(
-            [
-                "TELEGRAM_BOT_TOKEN",
-                "SLACK_WEBHOOK_URL",
-                "TUNNEL_TOKEN",
-                "CLOUDFLARE_TUNNEL_TOKEN",
-            ]
-            .map(String::from),
-        );
+        env_remove.extend(config.plugin_secret_env());
         let gate = Gate::new(config.max_concurrent, config.max_queue);
         let registry = Registry::new(Some(config.state_dir.join("pids")));
         let totals = Totals::start(&config.log_dir, &audit);

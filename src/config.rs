@@ -360,11 +360,37 @@ impl Config {
         self.plugins.contains_key(name)
     }
 
+    /// Variables that hold plugin secrets: the documented defaults (`TELEGRAM_BOT_TOKEN`,
+    /// `SLACK_WEBHOOK_URL`, `TUNNEL_TOKEN`, `CLOUDFLARE_TUNNEL_TOKEN`) and every `*_env` name
+    /// in an enabled plugin's table. They are removed from child environments and their
+    /// values are scrubbed.
+    pub fn plugin_secret_env(&self) -> Vec<String> {
+        let mut out: Vec<String> = [
+            "TELEGRAM_BOT_TOKEN",
+            "SLACK_WEBHOOK_URL",
+            "TUNNEL_TOKEN",
+            "CLOUDFLARE_TUNNEL_TOKEN",
+        ]
+        .map(String::from)
+        .to_vec();
+        for table in self.plugins.values() {
+            for (key, value) in table {
+                if let (true, Some(name)) = (key.ends_with("_env"), value.as_str()) {
+                    if !out.iter().any(|n| n == name) {
+                        out.push(name.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Every secret value the process knows: API key secrets and the values of
-    /// `secret_env` variables. Used to scrub text before it is shown or logged.
+    /// `secret_env` variables and plugin secret variables. Used to scrub text before it
+    /// is shown or logged.
     pub fn secret_values(&self, env: Env) -> Vec<String> {
         let mut out: Vec<String> = self.keys.all().iter().map(|k| k.secret.clone()).collect();
-        for name in &self.secret_env {
+        for name in self.secret_env.iter().chain(&self.plugin_secret_env()) {
             if let Some(v) = env(name).filter(|v| v.len() >= 4) {
                 out.push(v);
             }

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod logins;
 pub mod os;
 pub mod paths;
+pub mod plugins;
 pub mod random;
 pub mod reply;
 pub mod router;

@@ -37,6 +37,9 @@ fn run() -> Result<(), String> {
         };
         return claudeway::healthcheck::probe(&host, &port);
     }
+    if claudeway::plugins::setup::wanted(&raw) {
+        claudeway::plugins::setup::run(&raw)?;
+    }
     let cfg = config::Config::load(&raw, &config::process_env)?;
     init_logging(cfg.log_level);
     if let Some(f) = &cfg.config_file {

@@ -14,7 +14,9 @@ use crate::app::App;
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::error::{ApiError, Kind};
+use crate::events::Event;
 use crate::exchange::Exchange;
+use crate::plugins::{self, Plugins};
 
 /// A started server.
 pub struct Running {
@@ -23,6 +25,7 @@ pub struct Running {
     server: Arc<tiny_http::Server>,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
+    plugins: Plugins,
 }
 
 /// Prepares directories, starts the audit writer, binds and starts the workers.
@@ -43,6 +46,8 @@ pub fn start(config: Config) -> Result<Running, String> {
     if let Some(n) = crate::os::raise_nofile_limit() {
         log::debug!("open files limit: {n}");
     }
+    // Plugin settings are checked before anything binds or starts.
+    let configured = plugins::configure(&config, &crate::config::process_env)?;
     let ids: Vec<&str> = config.keys.all().iter().map(|k| k.id.as_str()).collect();
     let audit = Audit::start(&config.log_dir, &ids).map_err(|e| {
         format!(
@@ -72,6 +77,7 @@ pub fn start(config: Config) -> Result<Running, String> {
         log::warn!("killed {swept} CLI process group(s) left by a previous run");
     }
     crate::handlers::session::start_janitor(&app, app.config.janitor_every);
+    let plugins = plugins::start(&app, addr, configured)?;
     let server = Arc::new(server);
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::with_capacity(workers_n);
@@ -83,12 +89,16 @@ pub fn start(config: Config) -> Result<Running, String> {
             .map_err(|e| format!("cannot start worker threads: {e}"))?;
         workers.push(handle);
     }
+    app.publish(Event::ServerStarted {
+        addr: addr.to_string(),
+    });
     Ok(Running {
         addr,
         app,
         server,
         stop,
         workers,
+        plugins,
     })
 }
 
@@ -127,12 +137,14 @@ pub fn spawn_run(name: &str, work: impl FnOnce() + Send + 'static) -> bool {
 
 impl Running {
     /// Stops accepting, lets runs finish for up to `grace`, cancels the rest (their clients
-    /// get an error), flushes the audit log. `hurry()` returning true cuts the grace short.
+    /// get an error), flushes the audit log, then stops the plugins (after the events of
+    /// the last runs; at most 5 s). `hurry()` returning true cuts the grace short.
     pub fn shutdown(self, grace: Duration, hurry: &dyn Fn() -> bool) {
         log::info!(
             "shutting down: {} run(s) in flight",
             self.app.registry.len()
         );
+        self.app.publish(Event::ServerStopping);
         self.app.begin_shutdown();
         self.stop.store(true, Ordering::SeqCst);
         for _ in &self.workers {
@@ -159,6 +171,7 @@ impl Running {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.app.audit.flush();
+        self.plugins.stop(Duration::from_secs(5));
         log::info!("stopped");
     }
 }

@@ -13,9 +13,19 @@ mod basics;
 mod binary;
 /// Deployment files and the healthcheck subcommand.
 mod deploy;
+/// Loopback fakes of Slack's webhook and the Telegram Bot API (support for the plugin tests).
+mod fakes;
+/// Plugins on the event bus: every event to Slack, retries, a hanging receiver, settings.
+mod plugins;
 /// Sessions: turns, ownership, restarts, expiry, approvals.
 mod session;
+/// The first-run setup through a pseudo-terminal, and when it is skipped.
+mod setup;
 /// POST /task/stream (SSE) and GET /task/ws (WebSocket).
 mod stream;
 /// POST /task: argv, stdin, tokens, cost, failures, timeouts, concurrency.
 mod task;
+/// Telegram: escaping, the Approve / Deny keyboard, expiry, approval outcome, API errors.
+mod telegram;
+/// The Cloudflare tunnel with a fake cloudflared: URL, restart, token, shutdown, missing.
+mod tunnel;
