@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test lint doc release bench
+.PHONY: run test lint doc release size bench
 
 ## Start the server (release build) on 0.0.0.0:3000; pass flags with ARGS="--port 8080".
 run:
@@ -20,10 +20,29 @@ lint:
 doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --document-private-items
 
-## The release binary (host target).
+MUSL := x86_64-unknown-linux-musl
+BIN := target/$(MUSL)/release/claudeway
+BUDGET := 3145728
+
+## The static release binary (Linux x86_64, musl, stripped). Needs the rustup target and a
+## musl C compiler for ring (Debian: apt-get install musl-tools).
 release:
-	$(CARGO) build --release
-	@ls -l target/release/claudeway
+	rustup target add $(MUSL) >/dev/null 2>&1 || true
+	command -v musl-gcc >/dev/null || (echo "install musl-tools (apt-get install musl-tools)" >&2; exit 1)
+	$(CARGO) build --release --locked --target $(MUSL) --bin claudeway
+	@ls -l $(BIN)
+
+## The release binary's size against the 3 MiB budget, what the embedded assets add, and
+## that it is static. Fails when over budget or dynamically linked.
+size:
+	@test -f $(BIN) || (echo "run make release first" >&2; exit 1)
+	@size=$$(stat -c %s $(BIN)); \
+	  assets=$$(cat $$(find web/dist assets -type f 2>/dev/null) /dev/null | wc -c); \
+	  awk -v s=$$size 'BEGIN { printf "binary:          %8d bytes (%.2f MiB, budget 3.00 MiB)\n", s, s / 1048576 }'; \
+	  printf 'embedded assets: %8d bytes (web/dist + assets, pre-compressed)\n' $$assets; \
+	  printf 'linking:         %s\n' "$$(ldd $(BIN) 2>&1 | head -1 | sed 's/^[[:space:]]*//')"; \
+	  test $$size -le $(BUDGET) || (echo "over the 3 MiB budget" >&2; exit 1); \
+	  ! ldd $(BIN) 2>/dev/null | grep -q '=>' || (echo "not static" >&2; exit 1)
 
 ## Benchmarks print numbers and never fail the build. Not written yet: see the benchmark issue.
 bench:
