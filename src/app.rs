@@ -1,7 +1,7 @@
 //! [`App`]: the state every request shares, built once at start and passed by `Arc`.
-//! It holds only long-lived services (config, audit, admission, registry); per-request state
-//! lives in the request's own thread. Locks inside these services guard small maps and are
-//! never held across I/O, a child wait or a channel send.
+//! It holds only long-lived services (config, audit, admission, registry, the model list);
+//! per-request state lives in the request's own thread. Locks inside these services guard
+//! small maps and are never held across I/O, a child wait or a channel send.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::events::{Bus, Event};
+use crate::models::{Models, Sources};
 use crate::runs::{Gate, Registry};
 
 pub struct App {
@@ -17,6 +18,8 @@ pub struct App {
     pub audit: Audit,
     pub gate: Arc<Gate>,
     pub registry: Arc<Registry>,
+    /// The `/models` list cache.
+    pub models: Arc<Models>,
     /// Plugin events.
     pub bus: Bus,
     pub started: Instant,
@@ -43,11 +46,14 @@ impl App {
         );
         let gate = Gate::new(config.max_concurrent, config.max_queue);
         let registry = Registry::new(Some(config.state_dir.join("pids")));
+        let sources = Sources::from_config(&config, &crate::config::process_env);
+        let models = Models::new(sources, config.models_ttl);
         App {
             config,
             audit,
             gate,
             registry,
+            models,
             bus: Bus::default(),
             started: Instant::now(),
             secrets,

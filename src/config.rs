@@ -63,6 +63,12 @@ pub struct Config {
     pub stall: Option<Duration>,
     /// How long a /task with permission denials stays approvable. Default 1 h.
     pub approval_ttl: Duration,
+    /// How long the `/models` list is fresh before a background refresh (`[models] ttl_secs`).
+    /// Default 6 h.
+    pub models_ttl: Duration,
+    /// Timeout of one Models API call, and the longest a request on a cold `/models` cache
+    /// waits for the first fetch (`[models] fetch_timeout_secs`). Default 3 s.
+    pub models_fetch_timeout: Duration,
     /// Extra environment for every CLI run (`[claude.env]`).
     pub claude_env: Vec<(String, String)>,
     /// Enabled plugins with their `[plugins.NAME]` tables.
@@ -106,6 +112,8 @@ impl Default for Config {
             heartbeat: Duration::from_secs(1),
             stall: None,
             approval_ttl: Duration::from_secs(3600),
+            models_ttl: Duration::from_secs(6 * 3600),
+            models_fetch_timeout: Duration::from_secs(3),
             claude_env: Vec::new(),
             plugins: BTreeMap::new(),
             force: false,
@@ -145,6 +153,13 @@ struct FileClaude {
     stall_secs: Option<u64>,
     approval_ttl_secs: Option<u64>,
     env: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileModels {
+    ttl_secs: Option<u64>,
+    fetch_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -204,6 +219,19 @@ impl Config {
                         workdir_set |= c.workdir.is_some();
                         apply_claude(&mut cfg, c)?;
                     }
+                    "models" => {
+                        let m: FileModels = value.try_into().map_err(|e| tom(&at("models"), e))?;
+                        if let Some(v) = m.ttl_secs {
+                            let secs = num(&v.to_string(), "ttl_secs", 1, 30 * 86_400)
+                                .map_err(|e| format!("[models] {e}"))?;
+                            cfg.models_ttl = Duration::from_secs(secs);
+                        }
+                        if let Some(v) = m.fetch_timeout_secs {
+                            let secs = num(&v.to_string(), "fetch_timeout_secs", 1, 30)
+                                .map_err(|e| format!("[models] {e}"))?;
+                            cfg.models_fetch_timeout = Duration::from_secs(secs);
+                        }
+                    }
                     "keys" => keys = Some(file_keys(value, env, &path, &mut cfg.secret_env)?),
                     "plugins" => {
                         let toml::Value::Table(t) = value else {
@@ -231,7 +259,7 @@ impl Config {
                     }
                     other => {
                         return Err(format!(
-                            "{}: unknown section [{other}]; known: server, claude, keys, plugins",
+                            "{}: unknown section [{other}]; known: server, claude, keys, plugins, models",
                             path.display()
                         ))
                     }
@@ -339,6 +367,15 @@ impl Config {
             ));
         }
         Ok(cfg)
+    }
+
+    /// A variable as the CLI will see it: `[claude.env]` first (an empty value there counts,
+    /// so `ANTHROPIC_API_KEY = ""` hides the process's key), then `env`.
+    pub fn claude_var(&self, name: &str, env: Env) -> Option<String> {
+        match self.claude_env.iter().find(|(k, _)| k == name) {
+            Some((_, v)) => Some(v.clone()),
+            None => env(name),
+        }
     }
 
     pub fn plugin_enabled(&self, name: &str) -> bool {
@@ -745,5 +782,36 @@ mod tests {
             .contains(&"http://x/hook".to_string()));
         let err = load(&["--enable-plugin", "nope"], &[]).unwrap_err();
         assert!(err.contains("valid plugins: dashboard"), "{err}");
+    }
+
+    #[test]
+    fn models_ttl_and_claude_vars() {
+        assert_eq!(
+            load(&[], &[]).unwrap().models_ttl,
+            Duration::from_secs(6 * 3600)
+        );
+        let (_d, path) = file(
+            "[models]\nttl_secs = 60\nfetch_timeout_secs = 2\n[claude.env]\nANTHROPIC_API_KEY = \"\"\nHOME = \"/h\"\n",
+        );
+        let cfg = load(&["--config", &path], &[]).unwrap();
+        assert_eq!(cfg.models_ttl, Duration::from_secs(60));
+        assert_eq!(cfg.models_fetch_timeout, Duration::from_secs(2));
+        let env =
+            |k: &str| (k == "ANTHROPIC_API_KEY" || k == "PATH").then(|| "from-env".to_string());
+        assert_eq!(
+            cfg.claude_var("ANTHROPIC_API_KEY", &env).as_deref(),
+            Some("")
+        );
+        assert_eq!(cfg.claude_var("HOME", &env).as_deref(), Some("/h"));
+        assert_eq!(cfg.claude_var("PATH", &env).as_deref(), Some("from-env"));
+        for bad in [
+            "[models]\nttl_secs = 0\n",
+            "[models]\nttl = 5\n",
+            "[models]\nfetch_timeout_secs = 99\n",
+        ] {
+            let (_d, path) = file(bad);
+            let err = load(&["--config", &path], &[]).unwrap_err();
+            assert!(err.contains("[models]") || err.contains("ttl"), "{err}");
+        }
     }
 }

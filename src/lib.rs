@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod approval;
+pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod claude;
@@ -16,6 +17,7 @@ pub mod handlers;
 pub mod healthcheck;
 pub mod input;
 pub mod keys;
+pub mod models;
 pub mod os;
 pub mod paths;
 pub mod random;

@@ -42,6 +42,11 @@ const fn r(method: &'static str, path: &'static str, access: Access) -> Route {
 pub const ROUTES: &[Route] = &[
     r("GET", "/health", Access::Public),
     r("POST", "/task", Access::Key),
+    r("GET", "/models", Access::Key),
+    r("GET", "/openapi.yaml", Access::Public),
+    // The swagger plugin: 404 unless enabled.
+    r("GET", "/docs", Access::Public),
+    r("GET", "/docs/{file}", Access::Public),
 ];
 
 /// True if `path` matches `pattern` segment by segment.
@@ -90,6 +95,16 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
     match (route.method, segs.as_slice()) {
         ("GET", ["health"]) => ex.respond(handlers::health::get(app)),
         ("POST", ["task"]) => handlers::task::post(app, ex, key_id),
+        ("GET", ["models"]) => ex.respond(handlers::models::get(app)),
+        ("GET", ["openapi.yaml"]) => ex.respond(handlers::openapi::get()),
+        ("GET", ["docs"]) => {
+            let reply = handlers::docs::get(app, &ex, None);
+            ex.respond(reply)
+        }
+        ("GET", ["docs", file]) => {
+            let reply = handlers::docs::get(app, &ex, Some(file));
+            ex.respond(reply)
+        }
         _ => ex.error(ApiError::not_found(format!("no route {path}"))),
     }
 }

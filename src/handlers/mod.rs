@@ -1,5 +1,8 @@
 //! Request handlers, one file per resource. Handlers never spawn processes or touch files
 //! directly: they call `runner`, `sessions`, `audit`, `paths`.
 
+pub mod docs;
 pub mod health;
+pub mod models;
+pub mod openapi;
 pub mod task;
