@@ -193,6 +193,8 @@ fn fetch_api(base: &str, key: &str, timeout: Duration) -> Result<Vec<Model>, Str
             .with_header("x-api-key", key)
             .with_header("anthropic-version", API_VERSION)
             .with_timeout(timeout.as_secs().max(1))
+            // The key goes to the configured host only, never to where a redirect points.
+            .with_follow_redirects(false)
             .send()
             .map_err(|e| e.to_string())?;
         let body: Option<Value> = serde_json::from_slice(resp.as_bytes()).ok();
