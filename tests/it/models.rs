@@ -212,6 +212,9 @@ fn models(srv: &TestServer) -> Value {
 }
 
 const LONG: Duration = Duration::from_secs(3600);
+/// A fetch timeout no loaded machine reaches with a mock that answers at once: the first
+/// request waits for the first fetch at most this long.
+const PATIENT: Duration = Duration::from_secs(20);
 
 #[test]
 fn the_models_api_is_asked_with_the_key_and_pages_are_followed() {
@@ -226,7 +229,7 @@ fn the_models_api_is_asked_with_the_key_and_pages_are_followed() {
             (200, page(&first, true))
         }
     }));
-    let srv = server(Some(&mock), LONG, Duration::from_secs(3));
+    let srv = server(Some(&mock), LONG, PATIENT);
     srv.get("/models", None).error(401, "UNAUTHORIZED");
     let v = models(&srv);
     assert_eq!(
@@ -254,7 +257,7 @@ fn the_models_api_is_asked_with_the_key_and_pages_are_followed() {
 
 #[test]
 fn without_an_api_key_settings_json_is_the_source() {
-    let srv = server(None, LONG, Duration::from_secs(3));
+    let srv = server(None, LONG, PATIENT);
     write_settings(
         &srv,
         &json!({"model": "opus", "availableModels": [
@@ -276,7 +279,7 @@ fn without_an_api_key_settings_json_is_the_source() {
 
 #[test]
 fn with_nothing_configured_the_built_in_list_answers() {
-    let srv = server(None, LONG, Duration::from_secs(3));
+    let srv = server(None, LONG, PATIENT);
     let v = models(&srv);
     let ids = ids(&v);
     assert!(ids.len() >= 3, "{v}");
@@ -296,11 +299,7 @@ fn with_nothing_configured_the_built_in_list_answers() {
 #[test]
 fn a_failing_api_falls_back_and_a_failed_refresh_keeps_the_list() {
     let mock = MockApi::start(api_error());
-    let srv = server(
-        Some(&mock),
-        Duration::from_millis(200),
-        Duration::from_secs(3),
-    );
+    let srv = server(Some(&mock), Duration::from_millis(200), PATIENT);
     write_settings(
         &srv,
         &json!({"availableModels": ["claude-sonnet-settings-1"]}),
