@@ -99,7 +99,7 @@ fn the_spec_is_served_as_written() {
         .error(405, "METHOD_NOT_ALLOWED");
 }
 
-/// Found by schemathesis: a NUL in an option could not reach argv (the spawn failed, 500).
+/// A NUL cannot reach argv or a path: it was a 500 (the spawn failed); now it is named.
 #[test]
 fn strings_with_nul_are_400() {
     let srv = TestServer::start();
