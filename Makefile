@@ -57,3 +57,18 @@ web:
 dashboard-test:
 	$(CARGO) build --bins
 	cd web && npm ci --no-audit --no-fund && node test/browser.mjs
+
+## Swagger UI for /docs: re-create assets/swagger/ from the npm package swagger-ui-dist
+## (pinned version; the page and initializer in assets/swagger/ are our own and kept).
+SWAGGER_UI_VERSION = 5.35.0
+.PHONY: update-swagger
+update-swagger:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	(cd "$$tmp" && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) >/dev/null && \
+	 tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz); \
+	p="$$tmp/package"; d=assets/swagger; mkdir -p $$d; \
+	for f in swagger-ui-bundle.js swagger-ui.css; do \
+	  sed '/^\/\/# sourceMappingURL=/d; /^\/\*# sourceMappingURL=.*\*\/$$/d' "$$p/$$f" | gzip -9 -n > $$d/$$f.gz; \
+	done; \
+	cp "$$p/favicon-32x32.png" "$$p/LICENSE" "$$p/NOTICE" "$$p/swagger-ui-bundle.js.LICENSE.txt" $$d/; \
+	echo "swagger-ui-dist $(SWAGGER_UI_VERSION) -> $$d"; ls -l $$d

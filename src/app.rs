@@ -1,7 +1,7 @@
 //! [`App`]: the state every request shares, built once at start and passed by `Arc`.
-//! It holds only long-lived services (config, audit, admission, registry); per-request state
-//! lives in the request's own thread. Locks inside these services guard small maps and are
-//! never held across I/O, a child wait or a channel send.
+//! It holds only long-lived services (config, audit, admission, registry, the model list);
+//! per-request state lives in the request's own thread. Locks inside these services guard
+//! small maps and are never held across I/O, a child wait or a channel send.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use crate::audit::Audit;
 use crate::config::Config;
 use crate::events::{Bus, Event};
 use crate::logins::{Logins, Settings};
+use crate::models::{Models, Sources};
 use crate::runs::{Gate, Registry};
 use crate::sessions::Store;
 use crate::totals::Totals;
@@ -20,6 +21,8 @@ pub struct App {
     pub audit: Audit,
     pub gate: Arc<Gate>,
     pub registry: Arc<Registry>,
+    /// The `/models` list cache.
+    pub models: Arc<Models>,
     /// Plugin events.
     pub bus: Bus,
     /// Sessions (and /task runs kept for approval).
@@ -51,11 +54,14 @@ impl App {
         let totals = Totals::start(&config.log_dir, &audit);
         // `server::start` has already refused a bad [plugins.dashboard] table.
         let logins = Logins::new(Settings::from_config(&config).unwrap_or_default());
+        let sources = Sources::from_config(&config, &crate::config::process_env);
+        let models = Models::new(sources, config.models_ttl);
         App {
             config,
             audit,
             gate,
             registry,
+            models,
             bus: Bus::default(),
             sessions,
             streams: Default::default(),

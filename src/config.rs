@@ -71,6 +71,12 @@ pub struct Config {
     pub session_ttl: Duration,
     /// How often the janitor looks for expired sessions. Default 60 s.
     pub janitor_every: Duration,
+    /// How long the `/models` list is fresh before a background refresh (`[models] ttl_secs`).
+    /// Default 6 h.
+    pub models_ttl: Duration,
+    /// Timeout of one Models API call, and the longest a request on a cold `/models` cache
+    /// waits for the first fetch (`[models] fetch_timeout_secs`). Default 3 s.
+    pub models_fetch_timeout: Duration,
     /// Extra environment for every CLI run (`[claude.env]`).
     pub claude_env: Vec<(String, String)>,
     /// Enabled plugins with their `[plugins.NAME]` tables.
@@ -118,6 +124,8 @@ impl Default for Config {
             approval_ttl: Duration::from_secs(3600),
             session_ttl: Duration::from_secs(24 * 3600),
             janitor_every: Duration::from_secs(60),
+            models_ttl: Duration::from_secs(6 * 3600),
+            models_fetch_timeout: Duration::from_secs(3),
             claude_env: Vec::new(),
             plugins: BTreeMap::new(),
             force: false,
@@ -160,6 +168,13 @@ struct FileClaude {
     approval_ttl_secs: Option<u64>,
     session_ttl_secs: Option<u64>,
     env: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileModels {
+    ttl_secs: Option<u64>,
+    fetch_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -219,6 +234,19 @@ impl Config {
                         workdir_set |= c.workdir.is_some();
                         apply_claude(&mut cfg, c)?;
                     }
+                    "models" => {
+                        let m: FileModels = value.try_into().map_err(|e| tom(&at("models"), e))?;
+                        if let Some(v) = m.ttl_secs {
+                            let secs = num(&v.to_string(), "ttl_secs", 1, 30 * 86_400)
+                                .map_err(|e| format!("[models] {e}"))?;
+                            cfg.models_ttl = Duration::from_secs(secs);
+                        }
+                        if let Some(v) = m.fetch_timeout_secs {
+                            let secs = num(&v.to_string(), "fetch_timeout_secs", 1, 30)
+                                .map_err(|e| format!("[models] {e}"))?;
+                            cfg.models_fetch_timeout = Duration::from_secs(secs);
+                        }
+                    }
                     "keys" => keys = Some(file_keys(value, env, &path, &mut cfg.secret_env)?),
                     "plugins" => {
                         let toml::Value::Table(t) = value else {
@@ -246,7 +274,7 @@ impl Config {
                     }
                     other => {
                         return Err(format!(
-                            "{}: unknown section [{other}]; known: server, claude, keys, plugins",
+                            "{}: unknown section [{other}]; known: server, claude, keys, plugins, models",
                             path.display()
                         ))
                     }
@@ -354,6 +382,15 @@ impl Config {
             ));
         }
         Ok(cfg)
+    }
+
+    /// A variable as the CLI will see it: `[claude.env]` first (an empty value there counts,
+    /// so `ANTHROPIC_API_KEY = ""` hides the process's key), then `env`.
+    pub fn claude_var(&self, name: &str, env: Env) -> Option<String> {
+        match self.claude_env.iter().find(|(k, _)| k == name) {
+            Some((_, v)) => Some(v.clone()),
+            None => env(name),
+        }
     }
 
     pub fn plugin_enabled(&self, name: &str) -> bool {
@@ -795,5 +832,36 @@ mod tests {
             .contains(&"http://x/hook".to_string()));
         let err = load(&["--enable-plugin", "nope"], &[]).unwrap_err();
         assert!(err.contains("valid plugins: dashboard"), "{err}");
+    }
+
+    #[test]
+    fn models_ttl_and_claude_vars() {
+        assert_eq!(
+            load(&[], &[]).unwrap().models_ttl,
+            Duration::from_secs(6 * 3600)
+        );
+        let (_d, path) = file(
+            "[models]\nttl_secs = 60\nfetch_timeout_secs = 2\n[claude.env]\nANTHROPIC_API_KEY = \"\"\nHOME = \"/h\"\n",
+        );
+        let cfg = load(&["--config", &path], &[]).unwrap();
+        assert_eq!(cfg.models_ttl, Duration::from_secs(60));
+        assert_eq!(cfg.models_fetch_timeout, Duration::from_secs(2));
+        let env =
+            |k: &str| (k == "ANTHROPIC_API_KEY" || k == "PATH").then(|| "from-env".to_string());
+        assert_eq!(
+            cfg.claude_var("ANTHROPIC_API_KEY", &env).as_deref(),
+            Some("")
+        );
+        assert_eq!(cfg.claude_var("HOME", &env).as_deref(), Some("/h"));
+        assert_eq!(cfg.claude_var("PATH", &env).as_deref(), Some("from-env"));
+        for bad in [
+            "[models]\nttl_secs = 0\n",
+            "[models]\nttl = 5\n",
+            "[models]\nfetch_timeout_secs = 99\n",
+        ] {
+            let (_d, path) = file(bad);
+            let err = load(&["--config", &path], &[]).unwrap_err();
+            assert!(err.contains("[models]") || err.contains("ttl"), "{err}");
+        }
     }
 }

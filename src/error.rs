@@ -24,6 +24,23 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in table order (openapi.yaml's `Error.code` lists each; a test checks).
+    pub const ALL: [Kind; 13] = [
+        Kind::BadRequest,
+        Kind::Unauthorized,
+        Kind::Forbidden,
+        Kind::NotFound,
+        Kind::MethodNotAllowed,
+        Kind::Timeout,
+        Kind::Stalled,
+        Kind::Conflict,
+        Kind::PayloadTooLarge,
+        Kind::RateLimited,
+        Kind::BudgetExceeded,
+        Kind::Internal,
+        Kind::Overloaded,
+    ];
+
     pub fn status(self) -> u16 {
         match self {
             Kind::BadRequest => 400,

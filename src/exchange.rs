@@ -154,7 +154,10 @@ impl Exchange {
     pub fn respond(mut self, reply: Reply) {
         let Some(req) = self.req.take() else { return };
         self.status = reply.status;
-        let mut resp = Response::from_data(reply.body).with_status_code(reply.status);
+        // The length is known: Content-Length, never chunked (tiny_http chunks over 32 KiB).
+        let mut resp = Response::from_data(reply.body)
+            .with_status_code(reply.status)
+            .with_chunked_threshold(usize::MAX);
         for (k, v) in reply
             .headers
             .iter()

@@ -39,6 +39,10 @@ impl Body {
             Some(Value::String(s)) if s.trim().is_empty() => {
                 Err(ApiError::bad_request(format!("`{name}` must not be empty")))
             }
+            // No argv or path can carry a NUL byte; say so instead of failing later.
+            Some(Value::String(s)) if s.contains('\0') => Err(ApiError::bad_request(format!(
+                "`{name}` must not contain NUL characters"
+            ))),
             Some(Value::String(s)) => Ok(s.clone()),
             Some(_) => Err(ApiError::bad_request(format!("`{name}` must be a string"))),
         }
@@ -145,5 +149,7 @@ mod tests {
             .contains("not valid JSON"));
         assert!(Body::parse(b"\xff").unwrap_err().message.contains("UTF-8"));
         assert!(Body::parse(b"").unwrap().0.is_empty());
+        let nul = Body::parse(br#"{"s":"a\u0000b"}"#).unwrap();
+        assert!(nul.string("s").unwrap_err().message.contains("NUL"));
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod approval;
+pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod claude;
@@ -19,6 +20,7 @@ pub mod healthcheck;
 pub mod input;
 pub mod keys;
 pub mod logins;
+pub mod models;
 pub mod os;
 pub mod paths;
 pub mod plugins;

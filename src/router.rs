@@ -81,6 +81,11 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/admin/sessions", Access::Admin),
     r("GET", "/admin/sessions/{id}", Access::Admin),
     r("DELETE", "/admin/sessions/{id}", Access::Admin),
+    r("GET", "/models", Access::Key),
+    r("GET", "/openapi.yaml", Access::Public),
+    // The swagger plugin: 404 unless enabled.
+    r("GET", "/docs", Access::Public),
+    r("GET", "/docs/{file}", Access::Public),
 ];
 
 /// True if `path` matches `pattern` segment by segment.
@@ -198,6 +203,16 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         }
         ("DELETE", ["admin", "sessions", id]) => {
             reply(ex, |ex| handlers::session::delete(app, ex, &key_id, id))
+        }
+        ("GET", ["models"]) => ex.respond(handlers::models::get(app)),
+        ("GET", ["openapi.yaml"]) => ex.respond(handlers::openapi::get()),
+        ("GET", ["docs"]) => {
+            let reply = handlers::docs::get(app, &ex, None);
+            ex.respond(reply)
+        }
+        ("GET", ["docs", file]) => {
+            let reply = handlers::docs::get(app, &ex, Some(file));
+            ex.respond(reply)
         }
         _ => ex.error(ApiError::not_found(format!("no route {path}"))),
     }

@@ -2,6 +2,9 @@
 //! directly: they call `runner`, `sessions`, `audit`, `paths`.
 
 pub mod admin;
+pub mod docs;
 pub mod health;
+pub mod models;
+pub mod openapi;
 pub mod session;
 pub mod task;

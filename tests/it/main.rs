@@ -13,8 +13,14 @@ mod basics;
 mod binary;
 /// Deployment files and the healthcheck subcommand.
 mod deploy;
+/// The swagger plugin: /docs and its embedded files (types, gzip, ETag), off by default.
+mod docs;
 /// Loopback fakes of Slack's webhook and the Telegram Bot API (support for the plugin tests).
 mod fakes;
+/// GET /models: Models API, settings.json, built-in list; the stale-while-refresh cache.
+mod models;
+/// openapi.yaml: the same routes as the router, every error code, served as written.
+mod openapi;
 /// Plugins on the event bus: every event to Slack, retries, a hanging receiver, settings.
 mod plugins;
 /// Sessions: turns, ownership, restarts, expiry, approvals.
