@@ -31,6 +31,38 @@ pub struct TurnRequest {
     pub done_message: &'static str,
 }
 
+impl TurnRequest {
+    /// The turn a request body asks for (`prompt`, and `model`, `system_prompt`,
+    /// `timeout_secs` that override the session's for this turn).
+    pub fn from_body(
+        app: &App,
+        body: &crate::input::Body,
+        key_id: &str,
+        session_id: &str,
+        request_id: &str,
+        route: &str,
+        arrived: Instant,
+    ) -> Result<TurnRequest, ApiError> {
+        let model = body.opt_string("model")?;
+        if let Some(m) = &model {
+            crate::claude::args::validate_model(m).map_err(ApiError::bad_request)?;
+        }
+        Ok(TurnRequest {
+            key_id: key_id.to_string(),
+            session_id: session_id.to_string(),
+            prompt: body.string("prompt")?,
+            model,
+            system_prompt: body.opt_string("system_prompt")?,
+            timeout_secs: body.opt_u64("timeout_secs", 1, app.config.max_timeout_secs)?,
+            allowed_tools: Vec::new(),
+            request_id: request_id.to_string(),
+            route: route.to_string(),
+            arrived,
+            done_message: "task completed",
+        })
+    }
+}
+
 /// The 404 every unknown or foreign session gets (ids must not leak).
 pub fn not_found() -> ApiError {
     ApiError::not_found("no such session for this key; start one with POST /session/start")

@@ -15,7 +15,6 @@ use crate::error::ApiError;
 use crate::events::Event;
 use crate::exchange::Exchange;
 use crate::handlers::task::read_body;
-use crate::input::Body;
 use crate::reply::Reply;
 use crate::sessions::{Kind, Session};
 use crate::stream::{self, Mode};
@@ -82,36 +81,17 @@ pub fn start(app: &Arc<App>, ex: &mut Exchange, key_id: &str) -> Result<Reply, A
     })))
 }
 
-/// The turn a `POST /session/{id}` (or its stream) asks for.
-fn turn_request(
-    app: &App,
-    ex: &Exchange,
-    key_id: &str,
-    id: &str,
-    body: &Body,
-) -> Result<TurnRequest, ApiError> {
-    let model = body.opt_string("model")?;
-    if let Some(m) = &model {
-        args::validate_model(m).map_err(ApiError::bad_request)?;
-    }
-    Ok(TurnRequest {
-        key_id: key_id.to_string(),
-        session_id: id.to_string(),
-        prompt: body.string("prompt")?,
-        model,
-        system_prompt: body.opt_string("system_prompt")?,
-        timeout_secs: body.opt_u64("timeout_secs", 1, app.config.max_timeout_secs)?,
-        allowed_tools: Vec::new(),
-        request_id: ex.request_id.clone(),
-        route: ex.path.clone(),
-        arrived: ex.started,
-        done_message: "task completed",
-    })
-}
-
 pub fn post(app: &Arc<App>, mut ex: Exchange, key_id: String, id: String) {
     let req = read_body(app, &mut ex).and_then(|body| {
-        let req = turn_request(app, &ex, &key_id, &id, &body)?;
+        let req = TurnRequest::from_body(
+            app,
+            &body,
+            &key_id,
+            &id,
+            &ex.request_id,
+            &ex.path,
+            ex.started,
+        )?;
         conversation::find(app, &key_id, &id)?;
         Ok(req)
     });
@@ -137,7 +117,15 @@ pub fn post(app: &Arc<App>, mut ex: Exchange, key_id: String, id: String) {
 pub fn stream(app: &Arc<App>, mut ex: Exchange, key_id: String, id: String) {
     let prepared = read_body(app, &mut ex).and_then(|body| {
         let mode = Mode::parse(body.opt_string("stream_mode")?.as_deref())?;
-        let req = turn_request(app, &ex, &key_id, &id, &body)?;
+        let req = TurnRequest::from_body(
+            app,
+            &body,
+            &key_id,
+            &id,
+            &ex.request_id,
+            &ex.path,
+            ex.started,
+        )?;
         conversation::find(app, &key_id, &id)?;
         let place = stream::take_place(app)?;
         Ok((req, mode, place))

@@ -196,23 +196,15 @@ fn session_turn(
     mode: Mode,
 ) {
     let prepared = (|| {
-        let model = body.opt_string("model")?;
-        if let Some(m) = &model {
-            crate::claude::args::validate_model(m).map_err(ApiError::bad_request)?;
-        }
-        let req = crate::conversation::TurnRequest {
-            key_id: up.key_id.clone(),
-            session_id: id.to_string(),
-            prompt: body.string("prompt")?,
-            model,
-            system_prompt: body.opt_string("system_prompt")?,
-            timeout_secs: body.opt_u64("timeout_secs", 1, app.config.max_timeout_secs)?,
-            allowed_tools: Vec::new(),
-            request_id: up.request_id.clone(),
-            route: up.path.clone(),
+        let req = crate::conversation::TurnRequest::from_body(
+            app,
+            body,
+            &up.key_id,
+            id,
+            &up.request_id,
+            &up.path,
             arrived,
-            done_message: "task completed",
-        };
+        )?;
         crate::conversation::prepare(app, &req)
     })();
     let (turn, job) = match prepared {

@@ -5,21 +5,6 @@ use tungstenite::Message;
 
 use crate::support::*;
 
-fn argv(run: &Value) -> Vec<String> {
-    run["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn after<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
-    argv.iter()
-        .position(|a| a == flag)
-        .map(|i| argv[i + 1].as_str())
-}
-
 fn start(srv: &TestServer, key: &str, body: Value) -> String {
     let r = srv.post("/session/start", Some(key), &body);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -416,24 +401,15 @@ fn approvals_allow_exactly_the_denied_calls() {
     assert_eq!(v["success"], true);
     assert!(v.get("permission_denials").is_none());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "approved content");
-    let runs: Vec<Value> = srv
-        .fake_runs()
-        .into_iter()
-        .filter(|r| {
-            r["prompt"]
-                .as_str()
-                .unwrap()
-                .starts_with("The user approved")
-        })
-        .collect();
-    let a = argv(&runs[0]);
+    let run = srv.approval_run();
+    let a = argv(&run);
     assert_eq!(after(&a, "--resume"), Some(id.as_str()));
     assert_eq!(after(&a, "--allowedTools"), Some("Write"));
     assert!(
         !a.contains(&"--dangerously-skip-permissions".to_string()),
         "never a blanket bypass"
     );
-    assert!(runs[0]["prompt"].as_str().unwrap().contains(&tool_id));
+    assert!(run["prompt"].as_str().unwrap().contains(&tool_id));
     assert!(srv
         .get(&path, Some(USER))
         .json()
@@ -459,16 +435,7 @@ fn a_bash_approval_names_the_exact_command() {
     assert_eq!(v["permission_denials"][0]["tool_name"], "Bash");
     let r = srv.post(&format!("{path}/approve"), Some(ADMIN), &json!({}));
     assert_eq!(r.status, 200, "{}", r.text());
-    let run = srv
-        .fake_runs()
-        .into_iter()
-        .find(|r| {
-            r["prompt"]
-                .as_str()
-                .unwrap()
-                .starts_with("The user approved")
-        })
-        .unwrap();
+    let run = srv.approval_run();
     assert_eq!(
         after(&argv(&run), "--allowedTools"),
         Some("Bash(echo hi > made.txt)")

@@ -563,3 +563,35 @@ pub fn ws_events(ws: &mut Ws) -> Vec<Value> {
         }
     }
 }
+
+/// The argv a fake CLI run recorded.
+pub fn argv(run: &Value) -> Vec<String> {
+    run["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The value after `flag` in `argv`.
+pub fn after<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+    argv.iter()
+        .position(|a| a == flag)
+        .map(|i| argv[i + 1].as_str())
+}
+
+impl TestServer {
+    /// The fake CLI run of an approval (its prompt starts with "The user approved").
+    pub fn approval_run(&self) -> Value {
+        self.fake_runs()
+            .into_iter()
+            .find(|r| {
+                r["prompt"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("The user approved")
+            })
+            .expect("an approval run")
+    }
+}

@@ -1,23 +1,8 @@
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::*;
-
-fn argv(run: &Value) -> Vec<String> {
-    run["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn after<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
-    argv.iter()
-        .position(|a| a == flag)
-        .map(|i| argv[i + 1].as_str())
-}
 
 #[test]
 fn task_answers_the_documented_shape_with_real_usage() {

@@ -233,16 +233,7 @@ fn approve_reaches_the_approval_and_posts_its_outcome() {
         "{t}"
     );
     edited(&bot, mid, "✅ <b>Approved</b> by @alice.");
-    let run = srv
-        .fake_runs()
-        .into_iter()
-        .find(|r| {
-            r["prompt"]
-                .as_str()
-                .unwrap()
-                .starts_with("The user approved")
-        })
-        .expect("the approved turn ran");
+    let run = srv.approval_run();
     let argv: Vec<&str> = run["argv"]
         .as_array()
         .unwrap()
