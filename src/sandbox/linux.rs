@@ -106,6 +106,8 @@ fn allowed(access: Access) -> u64 {
 pub struct Prepared {
     ruleset: Option<OwnedFd>,
     namespaces: bool,
+    /// What the rule on the fresh /proc allows (added by the child, after mounting it).
+    proc_access: u64,
 }
 
 impl Prepared {
@@ -114,6 +116,7 @@ impl Prepared {
         let hook = Hook {
             ruleset: self.ruleset.as_ref().map(|f| f.as_raw_fd()),
             maps: self.namespaces.then(IdMaps::current),
+            proc_access: self.proc_access,
             probe: false,
         };
         // SAFETY: the hook only makes async-signal-safe system calls on data prepared here.
@@ -133,6 +136,7 @@ pub fn prepare(plan: &Plan) -> io::Result<Prepared> {
     Ok(Prepared {
         ruleset,
         namespaces: plan.pid_namespace,
+        proc_access: allowed(Access::Read) & handled_fs(plan.abi),
     })
 }
 
@@ -174,6 +178,10 @@ fn build_ruleset(plan: &Plan) -> io::Result<OwnedFd> {
     // SAFETY: the kernel just gave us this descriptor (close-on-exec).
     let ruleset = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     for rule in &plan.rules {
+        // With a PID namespace, the child mounts a fresh /proc over ours and adds its rule.
+        if plan.pid_namespace && rule.path == std::path::Path::new("/proc") {
+            continue;
+        }
         let Ok(file) = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
@@ -271,14 +279,17 @@ enum Step {
     Private = 14,
     Proc = 15,
     Pid1 = 16,
-    NoNewPrivs = 17,
-    Landlock = 18,
+    ProcRule = 17,
+    NoNewPrivs = 18,
+    Landlock = 19,
 }
 
 /// What the child does between fork and exec.
 struct Hook {
     ruleset: Option<RawFd>,
     maps: Option<IdMaps>,
+    /// The access of the rule on the fresh /proc.
+    proc_access: u64,
     /// Exit 0 after the set-up instead of executing (the start-up probe); a failed step
     /// exits with its number.
     probe: bool,
@@ -379,6 +390,24 @@ impl Hook {
                 *libc::__errno_location() = libc::EINVAL;
                 self.check(Step::Pid1, -1)?;
             }
+            // Rules hold inodes: the /proc the parent saw is now hidden under the new one.
+            if let Some(ruleset) = self.ruleset {
+                let fd = libc::open(c"/proc".as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                self.check(Step::ProcRule, fd)?;
+                let attr = PathBeneathAttr {
+                    allowed_access: self.proc_access,
+                    parent_fd: fd,
+                };
+                let r = libc::syscall(
+                    libc::SYS_landlock_add_rule,
+                    ruleset,
+                    RULE_PATH_BENEATH,
+                    &attr as *const PathBeneathAttr,
+                    0u32,
+                );
+                libc::close(fd);
+                self.check(Step::ProcRule, r as libc::c_int)?;
+            }
         }
         Ok(())
     }
@@ -442,6 +471,7 @@ pub fn probe_namespaces() -> Result<(), String> {
     let hook = Hook {
         ruleset: None,
         maps: Some(IdMaps::current()),
+        proc_access: 0,
         probe: true,
     };
     // The program is never executed: the hook exits first.

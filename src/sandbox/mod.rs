@@ -203,11 +203,9 @@ impl Sandbox {
         } else {
             kernel::probe_namespaces().err()
         };
-        let mut read: Vec<PathBuf> = SYSTEM_READ
-            .iter()
-            .map(PathBuf::from)
-            .chain(install_dirs(&inputs.claude_bin))
-            .collect();
+        let mut read: Vec<PathBuf> = SYSTEM_READ.iter().map(PathBuf::from).collect();
+        read.extend(link_targets(&read));
+        read.extend(install_dirs(&inputs.claude_bin));
         read.dedup();
         let mut ports = vec![443];
         ports.extend(env_ports(&inputs.cli_env));
@@ -377,7 +375,7 @@ fn split_into(root: &Path, protected: &[PathBuf], out: &mut Vec<PathBuf>, depth:
     let Ok(real) = root.canonicalize() else {
         return;
     };
-    if protected.iter().any(|p| *p == real) {
+    if protected.contains(&real) {
         return;
     }
     if !protected.iter().any(|p| p.starts_with(&real)) {
@@ -433,6 +431,33 @@ pub fn resolve(p: &Path) -> PathBuf {
             _ => return norm,
         }
     }
+}
+
+/// Where the top-level symbolic links of `roots` point, when that is outside them (and not
+/// in /proc): `/etc/resolv.conf → /run/systemd/resolve/stub-resolv.conf` must stay readable.
+/// A rule covers what is beneath its folder, not what a link there points to.
+pub fn link_targets(roots: &[PathBuf]) -> Vec<PathBuf> {
+    let real_roots: Vec<PathBuf> = roots.iter().filter_map(|r| r.canonicalize().ok()).collect();
+    let mut out = Vec::new();
+    for root in &real_roots {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_symlink()) {
+                continue;
+            }
+            let Ok(target) = e.path().canonicalize() else {
+                continue;
+            };
+            let covered = real_roots.iter().any(|r| target.starts_with(r));
+            if !covered && !target.starts_with("/proc") && !out.contains(&target) {
+                out.push(target);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// The folders the CLI itself needs to read and execute: its package (the folder below
@@ -600,7 +625,7 @@ mod tests {
         let config = etc.join("claudeway/claudeway.toml");
         #[cfg(unix)]
         std::os::unix::fs::symlink(&config, etc.join("sneaky-link")).unwrap();
-        let parts = split(&etc, &[config.clone()]);
+        let parts = split(&etc, std::slice::from_ref(&config));
         assert_eq!(
             parts,
             [
@@ -611,11 +636,18 @@ mod tests {
             ],
             "everything but the config; the link to it is dropped"
         );
-        assert_eq!(split(&etc, &[]), [etc.clone()], "nothing protected: whole");
-        assert!(split(&etc, &[etc.clone()]).is_empty(), "protected itself");
+        assert_eq!(
+            split(&etc, &[]),
+            vec![etc.clone()],
+            "nothing protected: whole"
+        );
+        assert!(
+            split(&etc, std::slice::from_ref(&etc)).is_empty(),
+            "protected itself"
+        );
         assert!(split(&t.0.join("missing"), &[]).is_empty());
         assert_eq!(
-            split(&etc.join("ssl"), &[t.0.clone()]),
+            split(&etc.join("ssl"), std::slice::from_ref(&t.0)),
             [etc.join("ssl")],
             "a root inside a protected folder is fine"
         );
@@ -735,6 +767,25 @@ mod tests {
         sb.no_pid_namespace = Some("EPERM".into());
         assert_eq!(sb.state(), State::Off);
         assert!(sb.plan("x", Path::new("/tmp"), Path::new("/tmp")).is_none());
+    }
+
+    #[test]
+    fn links_out_of_a_root_are_followed() {
+        let t = Tmp::new();
+        let etc = t.0.join("etc");
+        let run = t.0.join("run/resolve");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("stub-resolv.conf"), "nameserver x").unwrap();
+        std::fs::write(etc.join("hosts"), "x").unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(run.join("stub-resolv.conf"), etc.join("resolv.conf"))
+                .unwrap();
+            std::os::unix::fs::symlink(etc.join("hosts"), etc.join("hosts.link")).unwrap();
+            std::os::unix::fs::symlink("/proc/self/mounts", etc.join("mtab")).unwrap();
+            assert_eq!(link_targets(&[etc]), [run.join("stub-resolv.conf")]);
+        }
     }
 
     #[test]

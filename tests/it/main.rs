@@ -9,6 +9,8 @@ mod audit;
 mod basics;
 /// The real binary: flags, exit codes, the banner, signals.
 mod binary;
+/// The sandbox (Landlock, a PID namespace per run), per-key CLI homes, secrets in /proc.
+mod sandbox;
 /// Sessions: turns, ownership, restarts, expiry, approvals.
 mod session;
 /// POST /task/stream (SSE) and GET /task/ws (WebSocket).
