@@ -9,12 +9,24 @@ use std::time::Instant;
 
 use crate::audit::Audit;
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::events::{Bus, Event};
+use crate::homes::Homes;
 use crate::logins::{Logins, Settings};
 use crate::models::{Models, Sources};
 use crate::runs::{Gate, Registry};
+use crate::sandbox::Sandbox;
 use crate::sessions::Store;
 use crate::totals::Totals;
+
+/// Plugin tokens read from our environment: removed from the CLI's environment and
+/// overwritten in our own initial environment block at start.
+pub const PLUGIN_SECRET_ENV: [&str; 4] = [
+    "TELEGRAM_BOT_TOKEN",
+    "SLACK_WEBHOOK_URL",
+    "TUNNEL_TOKEN",
+    "CLOUDFLARE_TUNNEL_TOKEN",
+];
 
 pub struct App {
     pub config: Config,
@@ -40,15 +52,24 @@ pub struct App {
     pub secrets: Vec<String>,
     /// Variables removed from the CLI's environment.
     pub env_remove: Vec<String>,
+    /// How CLI runs are confined (`[sandbox]`, what the kernel offers).
+    pub sandbox: Sandbox,
+    /// The per-key CLI homes.
+    pub homes: Homes,
     shutting_down: AtomicBool,
 }
 
 impl App {
-    pub fn new(config: Config, audit: Audit, sessions: Store) -> App {
+    pub fn new(config: Config, audit: Audit, sessions: Store, sandbox: Sandbox) -> App {
         let secrets = config.secret_values(&crate::config::process_env);
         let mut env_remove: Vec<String> = vec!["CLAUDECODE".into()];
         env_remove.extend(config.secret_env.iter().cloned());
         env_remove.extend(config.plugin_secret_env());
+        let homes = Homes::new(
+            &config.state_dir,
+            &config.claude_env,
+            &crate::config::process_env,
+        );
         let gate = Gate::new(config.max_concurrent, config.max_queue);
         let registry = Registry::new(Some(config.state_dir.join("pids")));
         let totals = Totals::start(&config.log_dir, &audit);
@@ -71,6 +92,8 @@ impl App {
             logins,
             secrets,
             env_remove,
+            sandbox,
+            homes,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -87,14 +110,64 @@ impl App {
         roots
     }
 
-    /// The HOME the CLI runs with (`[claude.env]` HOME, else ours): where its transcripts are.
-    pub fn cli_home(&self) -> Option<std::path::PathBuf> {
-        self.config
-            .claude_env
-            .iter()
-            .find(|(k, _)| k == "HOME")
-            .map(|(_, v)| v.into())
-            .or_else(|| std::env::var_os("HOME").map(Into::into))
+    /// The HOME `key_id`'s CLI runs get (`<state_dir>/homes/<key_id>`): where its
+    /// transcripts are.
+    pub fn cli_home(&self, key_id: &str) -> std::path::PathBuf {
+        self.homes.home(key_id)
+    }
+
+    /// A request's `workdir`, confined to the workdir roots (`paths::confine_dir`) and kept
+    /// out of the server's own folders: it may not be or contain the state dir, the logs, the
+    /// CLI homes or the folders of other runs' workdirs. Inside `<workdir>/sessions/<id>` (or
+    /// `tasks/<id>`) only for the key that owns session `<id>` (or the admin).
+    pub fn confine_workdir(
+        &self,
+        key_id: &str,
+        requested: &str,
+    ) -> Result<std::path::PathBuf, ApiError> {
+        let roots = self.workdir_roots();
+        let reserved = |dir: &std::path::Path| {
+            self.sandbox.is_reserved(dir) && !self.owns_run_dir(key_id, dir)
+        };
+        let refuse = || {
+            ApiError::bad_request(
+                "`workdir` may not be or contain the server's own folders (state dir, logs, CLI homes, other runs' workdirs); pick a folder of its own inside the workdir",
+            )
+        };
+        // Checked before confine_dir creates anything, and after (symbolic links).
+        if !requested.contains('\0') {
+            let lexical = roots
+                .first()
+                .map(|base| base.join(requested))
+                .unwrap_or_default();
+            if reserved(&lexical) {
+                return Err(refuse());
+            }
+        }
+        let dir = crate::paths::confine_dir(&roots, requested, "workdir")?;
+        if reserved(&dir) {
+            return Err(refuse());
+        }
+        Ok(dir)
+    }
+
+    /// True if `dir` lies inside `<workdir>/sessions/<id>` or `<workdir>/tasks/<id>` of a
+    /// session `key_id` may use.
+    fn owns_run_dir(&self, key_id: &str, dir: &std::path::Path) -> bool {
+        let dir = crate::sandbox::resolve(dir);
+        ["sessions", "tasks"].iter().any(|base| {
+            let base = crate::sandbox::resolve(&self.config.workdir.join(base));
+            let Ok(rest) = dir.strip_prefix(&base) else {
+                return false;
+            };
+            let Some(id) = rest.iter().next().and_then(|c| c.to_str()) else {
+                return false;
+            };
+            let session = self
+                .sessions
+                .get_for(id, key_id, self.config.keys.is_admin(key_id));
+            session.is_some_and(|s| crate::sandbox::resolve(&s.workdir) == base.join(id))
+        })
     }
 
     /// Replaces every known secret in `text` with `[redacted]`.

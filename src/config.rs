@@ -88,6 +88,8 @@ pub struct Config {
     /// Environment variable names whose values are secrets: scrubbed from the CLI's
     /// environment and from anything we print.
     pub secret_env: Vec<String>,
+    /// `[sandbox]` and the keys' `[keys.<id>.sandbox]`: how CLI runs are confined.
+    pub sandbox: crate::sandbox::Settings,
     /// Only for the test suite (never set from a flag, env or file): enables
     /// `GET /__test/panic`, a route that panics, to prove a panic costs one request.
     pub test_routes: bool,
@@ -131,6 +133,7 @@ impl Default for Config {
             force: false,
             config_file: None,
             secret_env: vec!["WRAPPER_KEYS".into()],
+            sandbox: crate::sandbox::Settings::default(),
             test_routes: false,
         }
     }
@@ -186,6 +189,27 @@ struct FileKey {
     max_concurrent: Option<usize>,
     daily_budget_usd: Option<f64>,
     monthly_budget_usd: Option<f64>,
+    sandbox: Option<FileKeySandbox>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSandbox {
+    mode: Option<String>,
+    read: Option<Vec<String>>,
+    write: Option<Vec<String>>,
+    connect_ports: Option<Vec<u16>>,
+    pid_namespace: Option<bool>,
+    max_abi: Option<u32>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKeySandbox {
+    mode: Option<String>,
+    read: Option<Vec<String>>,
+    write: Option<Vec<String>>,
+    connect_ports: Option<Vec<u16>>,
 }
 
 /// The environment, as a lookup function, so tests can hand in their own.
@@ -247,7 +271,20 @@ impl Config {
                             cfg.models_fetch_timeout = Duration::from_secs(secs);
                         }
                     }
-                    "keys" => keys = Some(file_keys(value, env, &path, &mut cfg.secret_env)?),
+                    "keys" => {
+                        keys = Some(file_keys(
+                            value,
+                            env,
+                            &path,
+                            &mut cfg.secret_env,
+                            &mut cfg.sandbox.keys,
+                        )?)
+                    }
+                    "sandbox" => {
+                        let s: FileSandbox =
+                            value.try_into().map_err(|e| tom(&at("sandbox"), e))?;
+                        apply_sandbox(&mut cfg.sandbox, s)?;
+                    }
                     "plugins" => {
                         let toml::Value::Table(t) = value else {
                             return Err(format!("{}: `plugins` must be a table", path.display()));
@@ -274,7 +311,7 @@ impl Config {
                     }
                     other => {
                         return Err(format!(
-                            "{}: unknown section [{other}]; known: server, claude, keys, plugins, models",
+                            "{}: unknown section [{other}]; known: server, claude, keys, plugins, models, sandbox",
                             path.display()
                         ))
                     }
@@ -535,11 +572,70 @@ fn apply_claude(cfg: &mut Config, c: FileClaude) -> Result<(), String> {
     Ok(())
 }
 
+fn apply_sandbox(cfg: &mut crate::sandbox::Settings, s: FileSandbox) -> Result<(), String> {
+    let at = |e: String| format!("[sandbox] {e}");
+    if let Some(m) = s.mode {
+        cfg.mode = crate::sandbox::Mode::parse(&m).map_err(at)?;
+    }
+    cfg.extra = sandbox_extra(s.read, s.write, s.connect_ports).map_err(at)?;
+    if let Some(v) = s.pid_namespace {
+        cfg.pid_namespace = v;
+    }
+    cfg.max_abi = s.max_abi;
+    Ok(())
+}
+
+fn key_sandbox(id: &str, s: FileKeySandbox) -> Result<crate::sandbox::KeySettings, String> {
+    let at = |e: String| format!("[keys.{id}.sandbox] {e}");
+    let mode = match s.mode.as_deref() {
+        None => None,
+        Some("require") => {
+            return Err(at(
+                "mode must be \"enforce\" or \"off\" (\"require\" is for [sandbox])".into(),
+            ))
+        }
+        Some(m) => Some(crate::sandbox::Mode::parse(m).map_err(at)?),
+    };
+    Ok(crate::sandbox::KeySettings {
+        mode,
+        extra: sandbox_extra(s.read, s.write, s.connect_ports).map_err(at)?,
+    })
+}
+
+fn sandbox_extra(
+    read: Option<Vec<String>>,
+    write: Option<Vec<String>>,
+    ports: Option<Vec<u16>>,
+) -> Result<crate::sandbox::Extra, String> {
+    let paths = |list: Option<Vec<String>>, what: &str| -> Result<Vec<PathBuf>, String> {
+        list.unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                if Path::new(&p).is_absolute() {
+                    Ok(PathBuf::from(p))
+                } else {
+                    Err(format!("{what}: `{p}` must be an absolute path"))
+                }
+            })
+            .collect()
+    };
+    let connect_ports = ports.unwrap_or_default();
+    if connect_ports.contains(&0) {
+        return Err("connect_ports: 0 is not a port".into());
+    }
+    Ok(crate::sandbox::Extra {
+        read: paths(read, "read")?,
+        write: paths(write, "write")?,
+        connect_ports,
+    })
+}
+
 fn file_keys(
     value: toml::Value,
     env: Env,
     path: &Path,
     secret_env: &mut Vec<String>,
+    sandboxes: &mut BTreeMap<String, crate::sandbox::KeySettings>,
 ) -> Result<Vec<Key>, String> {
     let toml::Value::Table(table) = value else {
         return Err(format!(
@@ -567,6 +663,9 @@ fn file_keys(
                 ))
             }
         };
+        if let Some(sb) = k.sandbox {
+            sandboxes.insert(id.clone(), key_sandbox(&id, sb)?);
+        }
         let limits = KeyLimits {
             requests_per_minute: k.requests_per_minute,
             max_concurrent: k.max_concurrent,
@@ -797,6 +896,47 @@ mod tests {
             .contains("WRAPPER_KEYS"));
         assert!(load(&["--log-level", "loud"], &[]).is_err());
         assert!(load(&["--host", "not an ip"], &[]).is_err());
+    }
+
+    #[test]
+    fn sandbox_section_and_key_overrides() {
+        use crate::sandbox::Mode;
+        let cfg = load(&[], &[]).unwrap();
+        assert_eq!(cfg.sandbox.mode, Mode::Enforce, "enforce by default");
+        assert!(cfg.sandbox.pid_namespace);
+        let (_d, path) = file(
+            "[sandbox]\nmode = \"require\"\nread = [\"/opt/data\"]\nwrite = [\"/srv/cache\"]\n\
+             connect_ports = [22, 8443]\npid_namespace = false\nmax_abi = 3\n\
+             [keys.ci]\nsecret = \"s\"\n[keys.ci.sandbox]\nmode = \"off\"\nconnect_ports = [5432]\n\
+             [keys.b]\nsecret = \"t\"\n",
+        );
+        let cfg = load(&["--config", &path], &[]).unwrap();
+        let sb = &cfg.sandbox;
+        assert_eq!(sb.mode, Mode::Require);
+        assert_eq!(sb.extra.read, [PathBuf::from("/opt/data")]);
+        assert_eq!(sb.extra.write, [PathBuf::from("/srv/cache")]);
+        assert_eq!(sb.extra.connect_ports, [22, 8443]);
+        assert!(!sb.pid_namespace);
+        assert_eq!(sb.max_abi, Some(3));
+        assert_eq!(sb.keys["ci"].mode, Some(Mode::Off));
+        assert_eq!(sb.keys["ci"].extra.connect_ports, [5432]);
+        assert!(!sb.keys.contains_key("b"));
+
+        for (text, needle) in [
+            ("[sandbox]\nmode = \"strict\"\n", "mode `strict`"),
+            ("[sandbox]\nread = [\"relative/dir\"]\n", "absolute"),
+            ("[sandbox]\nconnect_ports = [0]\n", "not a port"),
+            ("[sandbox]\nconnect_ports = [70000]\n", "[sandbox]"),
+            ("[sandbox]\nreed = []\n", "reed"),
+            (
+                "[keys.a]\nsecret = \"s\"\n[keys.a.sandbox]\nmode = \"require\"\n",
+                "[keys.a.sandbox]",
+            ),
+        ] {
+            let (_d, path) = file(text);
+            let err = load(&["--config", &path], &[]).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -227,10 +227,12 @@ pub fn remove(app: &Arc<App>, session_id: &str) -> Option<Session> {
             if s2.owns_workdir {
                 let _ = std::fs::remove_dir_all(&s2.workdir);
             }
-            if let Some(home) = app.cli_home() {
-                for t in crate::sessions::transcripts(&home, &s2.session_id) {
-                    let _ = std::fs::remove_file(t);
-                }
+            for t in app.homes.transcripts(&s2.key_id, &s2.session_id) {
+                let _ = if t.is_dir() {
+                    std::fs::remove_dir_all(t)
+                } else {
+                    std::fs::remove_file(t)
+                };
             }
         });
     Some(s)

@@ -41,7 +41,13 @@ fn run() -> Result<(), String> {
         claudeway::plugins::setup::run(&raw)?;
     }
     let cfg = config::Config::load(&raw, &config::process_env)?;
+    // The secrets have been read: take them out of what /proc/<pid>/environ and cmdline show
+    // (before any thread starts; the variables keep working for us).
+    let mut names = cfg.secret_env.clone();
+    names.extend(claudeway::app::PLUGIN_SECRET_ENV.map(String::from));
+    let scrubbed = claudeway::sandbox::scrub_own_secrets(&names, &["--keys"]);
     init_logging(cfg.log_level);
+    log::debug!("overwrote {scrubbed} secret value(s) in our initial environment and argv");
     if let Some(f) = &cfg.config_file {
         log::info!("config file: {}", f.display());
     }
@@ -71,6 +77,7 @@ fn run() -> Result<(), String> {
         "Claudeway v{} listening on {host}:{port}",
         env!("CARGO_PKG_VERSION")
     );
+    running.app.sandbox.report();
     while os::shutdown_signals() == 0 {
         std::thread::sleep(Duration::from_millis(100));
     }

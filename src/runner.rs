@@ -107,8 +107,29 @@ pub fn run(app: &App, job: &Job, slot: Slot, sink: &mut dyn FnMut(RunEvent) -> F
         Some(&job.session_id),
         &job.route,
     );
+    // The run happens in its owner's CLI home, under its owner's sandbox policy.
+    let owner = owner(app, job);
+    let home = match app.homes.prepare(&owner) {
+        Ok(h) => h,
+        Err(e) => {
+            let f = fail(
+                job,
+                ApiError::internal(format!(
+                    "cannot prepare the CLI home of key {owner}: {e}; check --state-dir"
+                )),
+            );
+            drop(reg);
+            drop(slot);
+            audit(app, job, &f);
+            return f;
+        }
+    };
+    if let claude::Conversation::Resume(id) = &job.spec.conversation {
+        app.homes.adopt(&owner, id);
+    }
     let mut env = app.config.claude_env.clone();
     env.extend(job.env.iter().cloned());
+    env.extend(home.env.iter().cloned());
     let inv = Invocation {
         program: app.config.claude_bin.clone(),
         args: args::build(&job.spec),
@@ -116,6 +137,7 @@ pub fn run(app: &App, job: &Job, slot: Slot, sink: &mut dyn FnMut(RunEvent) -> F
         env_remove: app.env_remove.clone(),
         env_add: env,
         stdin: job.prompt.as_bytes().to_vec(),
+        sandbox: app.sandbox.plan(&owner, &job.cwd, &home.home),
     };
     let limits = Limits {
         deadline: job.arrived + job.timeout,
@@ -131,10 +153,20 @@ pub fn run(app: &App, job: &Job, slot: Slot, sink: &mut dyn FnMut(RunEvent) -> F
             Err(e) => fail(job, ApiError::internal(app.scrub(&e.to_string()))),
             Ok(outcome) => conclude(app, job, outcome),
         };
+    home.clean();
     drop(reg);
     drop(slot);
     audit(app, job, &finished);
     finished
+}
+
+/// The key whose home and sandbox policy a run uses: the session's owner (the admin may drive
+/// another key's session), else the caller.
+fn owner(app: &App, job: &Job) -> String {
+    app.sessions
+        .get(&job.session_id)
+        .map(|s| s.key_id)
+        .unwrap_or_else(|| job.key_id.clone())
 }
 
 fn refused_error(app: &App, refused: Refused, timeout: Duration) -> ApiError {

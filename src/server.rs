@@ -43,6 +43,7 @@ pub fn start(config: Config) -> Result<Running, String> {
         })?;
     }
     crate::logins::Settings::from_config(&config)?;
+    let sandbox = crate::sandbox::Sandbox::new(config.sandbox.clone(), sandbox_inputs(&config))?;
     if let Some(n) = crate::os::raise_nofile_limit() {
         log::debug!("open files limit: {n}");
     }
@@ -71,7 +72,7 @@ pub fn start(config: Config) -> Result<Running, String> {
             config.state_dir.display()
         )
     })?;
-    let app = Arc::new(App::new(config, audit, sessions));
+    let app = Arc::new(App::new(config, audit, sessions, sandbox));
     let swept = app.registry.sweep_orphans();
     if swept > 0 {
         log::warn!("killed {swept} CLI process group(s) left by a previous run");
@@ -100,6 +101,50 @@ pub fn start(config: Config) -> Result<Running, String> {
         workers,
         plugins,
     })
+}
+
+/// What the sandbox must know: the CLI, the ports its environment names, and the paths no
+/// run may see (our HOME, the config file, the operator's CLI folder) or use as a workdir
+/// (state dir, logs, the folders of task and session workdirs).
+fn sandbox_inputs(config: &Config) -> crate::sandbox::Inputs {
+    let var = |name: &str| {
+        config
+            .claude_env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+            .filter(|v| !v.is_empty())
+    };
+    let cli_env = crate::sandbox::PORT_VARS
+        .iter()
+        .filter_map(|k| var(k).map(|v| (k.to_string(), v)))
+        .collect();
+    let mut protected: Vec<std::path::PathBuf> = Vec::new();
+    protected.extend(config.config_file.clone());
+    protected.extend(std::env::var_os("HOME").map(Into::into));
+    protected.extend(var("HOME").map(Into::into));
+    let operator = crate::homes::Homes::new(
+        &config.state_dir,
+        &config.claude_env,
+        &crate::config::process_env,
+    );
+    let mut private = vec![
+        config.state_dir.clone(),
+        config.log_dir.clone(),
+        config.workdir.join("tasks"),
+        config.workdir.join("sessions"),
+    ];
+    private.extend(operator.operator_config_dir().map(|p| p.to_path_buf()));
+    for dir in &private[2..4] {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    crate::sandbox::Inputs {
+        claude_bin: config.claude_bin.clone().into(),
+        cli_env,
+        protected,
+        private,
+    }
 }
 
 fn worker(server: &tiny_http::Server, app: &Arc<App>, stop: &AtomicBool) {

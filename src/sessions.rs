@@ -290,18 +290,6 @@ impl Store {
     }
 }
 
-/// Where the CLI keeps the transcript of `session_id` under `home`:
-/// `<home>/.claude/projects/<slug>/<id>.jsonl`, any slug.
-pub fn transcripts(home: &Path, session_id: &str) -> Vec<PathBuf> {
-    let Ok(dirs) = std::fs::read_dir(home.join(".claude/projects")) else {
-        return Vec::new();
-    };
-    dirs.flatten()
-        .map(|d| d.path().join(format!("{session_id}.jsonl")))
-        .filter(|p| p.is_file())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,8 @@ pub struct Invocation {
     pub env_add: Vec<(String, String)>,
     /// The prompt, written to stdin, which is then closed.
     pub stdin: Vec<u8>,
+    /// The confinement the child enters before it executes the CLI (none: unconfined).
+    pub sandbox: Option<crate::sandbox::Plan>,
 }
 
 /// Supervision settings of one run.
@@ -108,6 +110,8 @@ impl Outcome {
 pub struct SpawnError {
     pub program: String,
     pub error: std::io::Error,
+    /// The child was to enter a sandbox (the error may come from there).
+    pub sandboxed: bool,
 }
 
 impl std::fmt::Display for SpawnError {
@@ -117,6 +121,12 @@ impl std::fmt::Display for SpawnError {
                 f,
                 "the claude CLI was not found at `{}`: install it (npm install -g @anthropic-ai/claude-code) or point --claude-bin at it",
                 self.program
+            )
+        } else if self.sandboxed {
+            write!(
+                f,
+                "could not start the claude CLI `{}` in its sandbox: {}; check the [sandbox] settings (mode = \"off\" shows whether the sandbox is the cause)",
+                self.program, self.error
             )
         } else {
             write!(
@@ -204,10 +214,22 @@ pub fn run(
         cmd.env_remove(name);
     }
     cmd.envs(inv.env_add.iter().map(|(k, v)| (k, v)));
-    let mut child = cmd.spawn().map_err(|error| SpawnError {
+    let sandboxed = inv.sandbox.is_some();
+    let spawn_error = |error| SpawnError {
         program: inv.program.clone(),
         error,
-    })?;
+        sandboxed,
+    };
+    // Built before the fork; the child only enters it. Kept until spawn returns.
+    let confinement = match &inv.sandbox {
+        Some(plan) => Some(plan.prepare().map_err(spawn_error)?),
+        None => None,
+    };
+    if let Some(c) = &confinement {
+        c.install(&mut cmd);
+    }
+    let mut child = cmd.spawn().map_err(spawn_error)?;
+    drop(confinement);
     let pgid = child.id();
     on_spawn(pgid);
 

@@ -29,10 +29,7 @@ pub fn start(app: &Arc<App>, ex: &mut Exchange, key_id: &str) -> Result<Reply, A
     let system_prompt = body.opt_string("system_prompt")?;
     let id = uuid::Uuid::new_v4().to_string();
     let (workdir, owns) = match body.opt_string("workdir")? {
-        Some(w) => (
-            crate::paths::confine_dir(&app.workdir_roots(), &w, "workdir")?,
-            false,
-        ),
+        Some(w) => (app.confine_workdir(key_id, &w)?, false),
         None => {
             let dir = app.config.workdir.join("sessions").join(&id);
             std::fs::create_dir_all(&dir).map_err(|e| {

@@ -43,14 +43,17 @@ impl TaskRequest {
         })
     }
 
-    /// The run's working directory: the requested one (confined), or a fresh one under
-    /// `<workdir>/tasks/` that the caller removes when done (`true`).
-    pub fn resolve_workdir(&self, app: &App, id: &str) -> Result<(PathBuf, bool), ApiError> {
+    /// The run's working directory: the requested one (confined, see
+    /// `App::confine_workdir`), or a fresh one under `<workdir>/tasks/` that the caller
+    /// removes when done (`true`).
+    pub fn resolve_workdir(
+        &self,
+        app: &App,
+        key_id: &str,
+        id: &str,
+    ) -> Result<(PathBuf, bool), ApiError> {
         match &self.workdir {
-            Some(w) => Ok((
-                crate::paths::confine_dir(&app.workdir_roots(), w, "workdir")?,
-                false,
-            )),
+            Some(w) => Ok((app.confine_workdir(key_id, w)?, false)),
             None => {
                 let dir = app.config.workdir.join("tasks").join(id);
                 std::fs::create_dir_all(&dir).map_err(|e| {
@@ -119,7 +122,7 @@ pub fn post(app: &Arc<App>, mut ex: Exchange, key_id: String) {
     let prepared = read_body(app, &mut ex).and_then(|body| {
         let req = TaskRequest::parse(app, &body)?;
         let session_id = uuid::Uuid::new_v4().to_string();
-        let (cwd, temporary) = req.resolve_workdir(app, &session_id)?;
+        let (cwd, temporary) = req.resolve_workdir(app, &key_id, &session_id)?;
         Ok((
             req.job(app, &ex, &key_id, &session_id, cwd.clone()),
             cwd,
@@ -151,7 +154,7 @@ pub fn post_stream(app: &Arc<App>, mut ex: Exchange, key_id: String) {
         let req = TaskRequest::parse(app, &body)?;
         let place = stream::take_place(app)?;
         let session_id = uuid::Uuid::new_v4().to_string();
-        let (cwd, temporary) = req.resolve_workdir(app, &session_id)?;
+        let (cwd, temporary) = req.resolve_workdir(app, &key_id, &session_id)?;
         Ok((
             req.job(app, &ex, &key_id, &session_id, cwd.clone()),
             mode,

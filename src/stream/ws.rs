@@ -159,7 +159,7 @@ fn one_shot(
 ) {
     let prepared = TaskRequest::parse(app, body).and_then(|req| {
         let session_id = uuid::Uuid::new_v4().to_string();
-        let (cwd, temporary) = req.resolve_workdir(app, &session_id)?;
+        let (cwd, temporary) = req.resolve_workdir(app, &up.key_id, &session_id)?;
         let mut job = req.job_for(app, &up.request_id, &up.key_id, &up.path, &session_id, cwd);
         job.arrived = arrived;
         Ok((job, temporary))

@@ -13,7 +13,9 @@
 //! - `API_ERROR`: the CLI's API-error result (`subtype:"success"`, `is_error:true`), exit 1;
 //! - `MAX_TURNS`: the `error_max_turns` result; `MULTILINE`: an answer with newlines;
 //! - `WRITE <name> <content...>`: ask for the Write tool; without bypass or
-//!   `--allowedTools Write` it is denied (as the real CLI does), otherwise the file is written;
+//!   `--allowedTools Write` it is denied (as the real CLI does), otherwise the file is written
+//!   (`<name>` relative to the cwd, or absolute); a failed write is a tool error, as in the
+//!   real CLI (a sandboxed run's Write outside its workdir gets `EACCES`);
 //! - `BASH <command>`: ask for Bash, allowed only by `--allowedTools Bash(<command>)` or bypass;
 //! - `RECALL`: answer with the earlier prompts of this conversation; `BIG <n>`: n bytes.
 //!
@@ -21,7 +23,9 @@
 //! `--resume` of an unknown one fail with the real messages; transcripts live under
 //! `$HOME/.claude/projects/<slug>/<id>.jsonl`. As root, `--dangerously-skip-permissions`
 //! is refused unless `IS_SANDBOX=1`. With `FAKE_CLAUDE_LOG` set to a directory, each run
-//! writes `<pid>.json` there: argv, cwd, prompt and environment, for the tests to check.
+//! writes `<run>.json` there: its run id, pid and PID namespace (a sandboxed run is PID 1 of
+//! its own), argv, cwd, prompt and environment, for the tests to check; `<run>.end` marks a
+//! normal end.
 #![allow(unsafe_code)]
 
 use std::io::{Read, Write};
@@ -233,7 +237,7 @@ fn main() {
         _ => {}
     }
 
-    let text = match word(0) {
+    let mut text = match word(0) {
         "MULTILINE" => "line one\nline two\n\nline four".to_string(),
         "RECALL" => format!("earlier prompts: {}", earlier.join(" | ")),
         "BIG" => "x".repeat(word(1).parse().unwrap_or(0)),
@@ -268,13 +272,17 @@ fn main() {
         use_line["message"]["content"][0] =
             json!({"type": "tool_use", "id": id, "name": tool, "input": input});
         out.line(&use_line);
+        let mut failed = !allowed;
         let result_text = if allowed {
             if tool == "Write" {
-                let _ = std::fs::write(cwd.join(word(1)), rest(2));
-                format!(
-                    "File created successfully at: {}",
-                    cwd.join(word(1)).display()
-                )
+                let path = cwd.join(word(1));
+                match std::fs::write(&path, rest(2)) {
+                    Ok(()) => format!("File created successfully at: {}", path.display()),
+                    Err(e) => {
+                        failed = true;
+                        format!("<tool_use_error>{e}: {}</tool_use_error>", path.display())
+                    }
+                }
             } else {
                 let o = std::process::Command::new("sh")
                     .arg("-c")
@@ -295,8 +303,12 @@ fn main() {
             denials.push(json!({"tool_name": tool, "tool_use_id": id, "tool_input": input}));
             msg
         };
+        if allowed {
+            // The answer shows what the tool did, so that tests can probe a run's reach.
+            text = format!("{text}\ntool said: {result_text}");
+        }
         let mut user = template(DENIED, 4);
-        user["message"]["content"] = json!([{"type": "tool_result", "content": result_text, "is_error": !allowed, "tool_use_id": id}]);
+        user["message"]["content"] = json!([{"type": "tool_result", "content": result_text, "is_error": failed, "tool_use_id": id}]);
         out.line(&user);
     }
     out.text_block(&text, delay, wait_file.as_deref());
@@ -434,16 +446,31 @@ fn find_transcript(projects: &Path, id: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// This run's id: its pid is not unique (a sandboxed run is PID 1 of its own namespace).
+fn run_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        )
+    })
+}
+
 fn record(argv: &[String], cwd: &Path, prompt: &str) {
     let Ok(dir) = std::env::var("FAKE_CLAUDE_LOG") else {
         return;
     };
     let env: serde_json::Map<String, Value> =
         std::env::vars().map(|(k, v)| (k, json!(v))).collect();
-    let rec = json!({"pid": std::process::id(), "started_ns": now_ns().to_string(), "argv": argv, "cwd": cwd.to_string_lossy(), "prompt": prompt, "env": env});
+    let pid_ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let rec = json!({"run": run_id(), "pid": std::process::id(), "pid_ns": pid_ns, "started_ns": now_ns().to_string(), "argv": argv, "cwd": cwd.to_string_lossy(), "prompt": prompt, "env": env});
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(
-        Path::new(&dir).join(format!("{}.json", std::process::id())),
+        Path::new(&dir).join(format!("{}.json", run_id())),
         rec.to_string(),
     );
 }
@@ -459,7 +486,7 @@ fn now_ns() -> u128 {
 fn record_end() {
     if let Ok(dir) = std::env::var("FAKE_CLAUDE_LOG") {
         let _ = std::fs::write(
-            Path::new(&dir).join(format!("{}.end", std::process::id())),
+            Path::new(&dir).join(format!("{}.end", run_id())),
             now_ns().to_string(),
         );
     }

@@ -218,6 +218,13 @@ fn kill_9_mid_turn_loses_only_that_turn_and_the_orphan_is_swept() {
     let dir = TempDir::new("bin");
     let keys = ["--keys", "k:secret-for-kill9"];
     let fake_log = dir.path().join("fake").to_string_lossy().into_owned();
+    // The sandboxed fake CLI may write its records there.
+    std::fs::create_dir_all(&fake_log).unwrap();
+    std::fs::write(
+        dir.path().join("claudeway.toml"),
+        format!("[sandbox]\nwrite = [{fake_log:?}]\n"),
+    )
+    .unwrap();
     let (mut p, _, port) = start_with_env(&dir, &keys, &[("FAKE_CLAUDE_LOG", &fake_log)]);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let post = |addr, path: &str, body: serde_json::Value| {
@@ -246,11 +253,11 @@ fn kill_9_mid_turn_loses_only_that_turn_and_the_orphan_is_swept() {
     let path = format!("/session/{id}");
     std::thread::spawn(move || post(addr, &path, json!({"prompt": "HANG"})));
     let fake = dir.path().join("fake");
-    let hung = || -> Option<u32> {
+    let hung = || -> Option<serde_json::Value> {
         std::fs::read_dir(&fake).ok()?.flatten().find_map(|e| {
             let v: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
-            (v["prompt"] == "HANG").then(|| v["pid"].as_u64().unwrap() as u32)
+            (v["prompt"] == "HANG").then_some(v)
         })
     };
     assert!(eventually(Duration::from_secs(20), || hung().is_some()));
@@ -258,13 +265,13 @@ fn kill_9_mid_turn_loses_only_that_turn_and_the_orphan_is_swept() {
     p.0.kill().unwrap();
     p.0.wait().unwrap();
     assert!(
-        process_alive(cli),
+        run_alive(&cli),
         "the CLI is in its own process group and outlives a kill -9"
     );
 
     let (_p, _, port) = start_with_env(&dir, &keys, &[("FAKE_CLAUDE_LOG", &fake_log)]);
     assert!(
-        eventually(Duration::from_secs(10), || !process_alive(cli)),
+        eventually(Duration::from_secs(10), || !run_alive(&cli)),
         "the restart swept the orphan"
     );
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -291,12 +298,13 @@ fn kill_9_mid_turn_loses_only_that_turn_and_the_orphan_is_swept() {
 #[test]
 fn sigterm_stops_runs_that_outlast_the_grace_and_answers_their_clients() {
     let dir = TempDir::new("bin");
+    let fake_log = dir.path().join("fake").to_string_lossy().into_owned();
+    std::fs::create_dir_all(&fake_log).unwrap();
     std::fs::write(
         dir.path().join("claudeway.toml"),
-        "[server]\nshutdown_grace_secs = 1\n",
+        format!("[server]\nshutdown_grace_secs = 1\n[sandbox]\nwrite = [{fake_log:?}]\n"),
     )
     .unwrap();
-    let fake_log = dir.path().join("fake").to_string_lossy().into_owned();
     let (mut p, _, port) = start_with_env(
         &dir,
         &["--keys", "k:secret-for-grace"],
@@ -314,20 +322,18 @@ fn sigterm_stops_runs_that_outlast_the_grace_and_answers_their_clients() {
         )
     });
     let fake = dir.path().join("fake");
-    let pid = || -> Option<u32> {
+    let record = || -> Option<serde_json::Value> {
         let f = std::fs::read_dir(&fake).ok()?.flatten().next()?;
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(f.path()).ok()?).ok()?;
-        v["pid"].as_u64().map(|p| p as u32)
+        serde_json::from_str(&std::fs::read_to_string(f.path()).ok()?).ok()
     };
-    assert!(eventually(Duration::from_secs(20), || pid().is_some()));
-    let cli = pid().unwrap();
+    assert!(eventually(Duration::from_secs(20), || record().is_some()));
+    let cli = record().unwrap();
     unsafe_sigterm(p.0.id());
     let r = t.join().unwrap();
     let msg = r.error(503, "OVERLOADED");
     assert!(msg.contains("shutting down"), "{msg}");
     assert_eq!(p.0.wait().unwrap().code(), Some(0));
-    assert!(!process_alive(cli), "no CLI process is left");
+    assert!(!run_alive(&cli), "no CLI process is left");
     let logs: String = std::fs::read_dir(dir.path().join("logs/k"))
         .unwrap()
         .flatten()

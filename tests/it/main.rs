@@ -23,6 +23,8 @@ mod models;
 mod openapi;
 /// Plugins on the event bus: every event to Slack, retries, a hanging receiver, settings.
 mod plugins;
+/// The sandbox (Landlock, a PID namespace per run), per-key CLI homes, secrets in /proc.
+mod sandbox;
 /// Sessions: turns, ownership, restarts, expiry, approvals.
 mod session;
 /// The first-run setup through a pseudo-terminal, and when it is skipped.

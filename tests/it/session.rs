@@ -69,7 +69,7 @@ fn the_walkthrough_start_two_messages_cost_delete() {
     assert!((s["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-12);
     assert!(s["last_active_at"].as_str().unwrap() >= s["created_at"].as_str().unwrap());
 
-    let transcript = srv.root().join("home/.claude/projects");
+    let transcript = srv.root().join("state/homes/user/.claude/projects");
     let has_transcript = || {
         walk(&transcript)
             .iter()
@@ -304,7 +304,7 @@ fn a_vanished_conversation_is_409() {
         Some(USER),
         &json!({"prompt": "first"}),
     );
-    for p in walk(&srv.root().join("home/.claude/projects")) {
+    for p in walk(&srv.root().join("state/homes/user/.claude/projects")) {
         std::fs::remove_file(p).unwrap();
     }
     let msg = srv
@@ -339,11 +339,11 @@ fn deleting_a_session_cancels_its_turn() {
         .len()
         == 1));
     assert_eq!(srv.get(&path, Some(USER)).json()["busy"], true);
-    let pid = srv.fake_run("HANG")["pid"].as_u64().unwrap() as u32;
+    let run = srv.fake_run("HANG");
     assert_eq!(srv.delete(&path, Some(USER)).status, 200);
     let r = t.join().unwrap();
     r.error(409, "CONFLICT");
-    assert!(eventually(Duration::from_secs(10), || !process_alive(pid)));
+    assert!(eventually(Duration::from_secs(10), || !run_alive(&run)));
 }
 
 #[test]

@@ -105,11 +105,11 @@ fn sse_client_gone_kills_the_cli() {
         .fake_runs()
         .len()
         == 1));
-    let pid = srv.fake_run("HANG")["pid"].as_u64().unwrap() as u32;
-    assert!(process_alive(pid));
+    let run = srv.fake_run("HANG");
+    assert!(run_alive(&run));
     drop(s);
     assert!(
-        eventually(Duration::from_secs(10), || !process_alive(pid)),
+        eventually(Duration::from_secs(10), || !run_alive(&run)),
         "the CLI dies when the client goes"
     );
     assert!(eventually(Duration::from_secs(10), || srv
@@ -138,8 +138,8 @@ fn sse_timeout_is_an_error_event_then_done() {
     let done: Value = serde_json::from_str(&events[1].data).unwrap();
     assert_eq!(done["success"], false);
     assert_eq!(done["error"], err["error"]);
-    let pid = srv.fake_run("HANG")["pid"].as_u64().unwrap() as u32;
-    assert!(eventually(Duration::from_secs(10), || !process_alive(pid)));
+    let run = srv.fake_run("HANG");
+    assert!(eventually(Duration::from_secs(10), || !run_alive(&run)));
 }
 
 #[test]
@@ -308,10 +308,10 @@ fn ws_close_kills_the_cli() {
         .fake_runs()
         .len()
         == 1));
-    let pid = srv.fake_run("HANG")["pid"].as_u64().unwrap() as u32;
+    let run = srv.fake_run("HANG");
     ws.close(None).unwrap();
     let _ = ws_events(&mut ws);
-    assert!(eventually(Duration::from_secs(10), || !process_alive(pid)));
+    assert!(eventually(Duration::from_secs(10), || !run_alive(&run)));
     assert!(eventually(Duration::from_secs(10), || srv
         .audit("user")
         .len()

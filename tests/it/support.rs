@@ -97,6 +97,9 @@ pub fn test_config(root: &Path) -> Config {
             root.join("fake").to_string_lossy().into_owned(),
         ),
     ];
+    // Every test runs the fake CLI in the sandbox; it writes its records here.
+    std::fs::create_dir_all(root.join("fake")).unwrap();
+    cfg.sandbox.extra.write.push(root.join("fake"));
     cfg
 }
 
@@ -214,9 +217,9 @@ impl TestServer {
         self.fake_runs()
             .into_iter()
             .filter_map(|r| {
-                let pid = r["pid"].as_u64()?;
+                let run = r["run"].as_str()?;
                 let end =
-                    std::fs::read_to_string(self.root().join(format!("fake/{pid}.end"))).ok()?;
+                    std::fs::read_to_string(self.root().join(format!("fake/{run}.end"))).ok()?;
                 Some((
                     r["prompt"].as_str()?.to_string(),
                     r["started_ns"].as_str()?.parse().ok()?,
@@ -271,8 +274,10 @@ impl Resp {
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    // Generous: on a loaded 2-core machine hundreds of runs may be in flight. A bug still
+    // fails the test instead of hanging it.
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(300))).unwrap();
     s
 }
 
@@ -375,6 +380,35 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// True if the process a fake run recorded is alive. Its `pid` is in its own PID namespace
+/// (`pid_ns`; a sandboxed run is PID 1 of a namespace of its own), so it is looked up there.
+pub fn run_alive(run: &Value) -> bool {
+    let pid = run["pid"].as_u64().expect("pid") as u32;
+    match run["pid_ns"].as_str() {
+        Some(ns) if !ns.is_empty() => ns_process_alive(ns, pid),
+        _ => process_alive(pid),
+    }
+}
+
+/// True if a live process has pid `pid` in the PID namespace `ns` (`pid:[4026531836]`).
+pub fn ns_process_alive(ns: &str, pid: u32) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let path = p.path();
+        let in_ns =
+            std::fs::read_link(path.join("ns/pid")).is_ok_and(|l| l.to_string_lossy() == ns);
+        in_ns
+            && std::fs::read_to_string(path.join("status")).is_ok_and(|st| {
+                let nspid = st.lines().find_map(|l| l.strip_prefix("NSpid:"));
+                let state = st.lines().find_map(|l| l.strip_prefix("State:"));
+                nspid.and_then(|l| l.split_whitespace().last()) == Some(&pid.to_string())
+                    && !state.is_some_and(|s| s.trim_start().starts_with(['Z', 'X']))
+            })
+    })
 }
 
 /// True if a process with this pid exists and is not a zombie.

@@ -234,7 +234,8 @@ fn a_secret_in_stderr_is_scrubbed() {
 #[test]
 fn timeout_kills_the_whole_process_group() {
     let srv = TestServer::start();
-    let pidfile = srv.root().join("grandchild.pid");
+    // Inside a folder the sandboxed fake may write to.
+    let pidfile = srv.root().join("fake/grandchild.pid");
     let prompt = format!("GRANDCHILD {}", pidfile.display());
     let msg = srv
         .post(
@@ -249,11 +250,12 @@ fn timeout_kills_the_whole_process_group() {
         .trim()
         .parse()
         .unwrap();
-    let cli: u32 = srv.fake_run(&prompt)["pid"].as_u64().unwrap() as u32;
-    assert!(eventually(Duration::from_secs(10), || !process_alive(
-        grandchild
-    ) && !process_alive(
-        cli
+    let cli = srv.fake_run(&prompt);
+    let ns = cli["pid_ns"].as_str().unwrap().to_string();
+    assert!(eventually(Duration::from_secs(10), || !ns_process_alive(
+        &ns, grandchild
+    ) && !run_alive(
+        &cli
     )));
     let line = srv.audit("user").pop().unwrap();
     assert_eq!(line["message"], "task timed out");
@@ -270,8 +272,8 @@ fn a_cli_that_ignores_sigterm_is_killed() {
         &json!({"prompt": "IGNORE_TERM", "timeout_secs": 1}),
     )
     .error(408, "TIMEOUT");
-    let pid = srv.fake_run("IGNORE_TERM")["pid"].as_u64().unwrap() as u32;
-    assert!(eventually(Duration::from_secs(10), || !process_alive(pid)));
+    let run = srv.fake_run("IGNORE_TERM");
+    assert!(eventually(Duration::from_secs(10), || !run_alive(&run)));
 }
 
 #[test]
@@ -282,8 +284,8 @@ fn a_cli_that_hangs_after_its_result_still_answers() {
         .json();
     assert_eq!(v["success"], true, "{v}");
     assert_eq!(v["result"], "echo: HANG_AFTER_RESULT");
-    let pid = srv.fake_run("HANG_AFTER_RESULT")["pid"].as_u64().unwrap() as u32;
-    assert!(eventually(Duration::from_secs(10), || !process_alive(pid)));
+    let run = srv.fake_run("HANG_AFTER_RESULT");
+    assert!(eventually(Duration::from_secs(10), || !run_alive(&run)));
 }
 
 #[test]
@@ -326,7 +328,7 @@ fn two_hundred_slow_runs_do_not_block_health() {
         .map(|i| {
             let gate = gate.clone();
             std::thread::spawn(move || {
-                let body = json!({"prompt": format!("WAIT_FILE {} run {i}", gate.display())});
+                let body = json!({"prompt": format!("WAIT_FILE {} run {i}", gate.display()), "timeout_secs": 900});
                 request(
                     addr,
                     "POST",
