@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::audit::Audit;
+use crate::budget::Budgets;
 use crate::config::Config;
 use crate::events::{Bus, Event};
 use crate::runs::{Gate, Registry};
@@ -18,6 +19,12 @@ pub struct App {
     pub audit: Audit,
     pub gate: Arc<Gate>,
     pub registry: Arc<Registry>,
+    /// Spend per key per UTC day and month (budgets).
+    pub budgets: Arc<Budgets>,
+    /// Per-key request rate limits.
+    pub rates: crate::ratelimit::RateLimiter,
+    /// The counters of `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Plugin events.
     pub bus: Bus,
     /// Sessions (and /task runs kept for approval).
@@ -48,11 +55,16 @@ impl App {
         );
         let gate = Gate::new(config.max_concurrent, config.max_queue);
         let registry = Registry::new(Some(config.state_dir.join("pids")));
+        // Spend so far, from the audit log, read once here; new lines are followed in memory.
+        let budgets = Budgets::start(&audit, crate::audit::read_all(&config.log_dir));
         App {
             config,
             audit,
             gate,
             registry,
+            budgets,
+            rates: Default::default(),
+            metrics: Default::default(),
             bus: Bus::default(),
             sessions,
             streams: Default::default(),

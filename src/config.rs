@@ -61,6 +61,14 @@ pub struct Config {
     pub result_grace: Duration,
     /// Silence on a stream before a heartbeat. Default 1 s.
     pub heartbeat: Duration,
+    /// A client socket that sends nothing for this long while the server waits for bytes
+    /// (a request head, a body, the next request) is closed; a write that cannot make progress
+    /// for this long fails. Default 30 s.
+    pub idle_timeout: Duration,
+    /// The whole request body must arrive within this, or 408 `TIMEOUT`. Default 60 s.
+    pub body_timeout: Duration,
+    /// `GET /metrics` without the admin key. Default false.
+    pub metrics_public: bool,
     /// Kill a run that printed nothing for this long (`STALLED`). Default none.
     pub stall: Option<Duration>,
     /// How long a /task with permission denials stays approvable. Default 1 h.
@@ -111,6 +119,9 @@ impl Default for Config {
             kill_grace: Duration::from_secs(2),
             result_grace: Duration::from_secs(5),
             heartbeat: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            metrics_public: false,
             stall: None,
             approval_ttl: Duration::from_secs(3600),
             session_ttl: Duration::from_secs(24 * 3600),
@@ -139,6 +150,9 @@ struct FileServer {
     max_queue: Option<usize>,
     max_streams: Option<usize>,
     heartbeat_ms: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    metrics_public: Option<bool>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -421,6 +435,17 @@ fn apply_server(
         cfg.heartbeat =
             Duration::from_millis(num(&v.to_string(), "heartbeat_ms", 50, 600_000).map_err(at)?);
     }
+    if let Some(v) = s.idle_timeout_secs {
+        cfg.idle_timeout =
+            Duration::from_secs(num(&v.to_string(), "idle_timeout_secs", 1, 3600).map_err(at)?);
+    }
+    if let Some(v) = s.body_timeout_secs {
+        cfg.body_timeout =
+            Duration::from_secs(num(&v.to_string(), "body_timeout_secs", 1, 3600).map_err(at)?);
+    }
+    if let Some(v) = s.metrics_public {
+        cfg.metrics_public = v;
+    }
     Ok(())
 }
 
@@ -503,6 +528,21 @@ fn file_keys(
             daily_budget_usd: k.daily_budget_usd,
             monthly_budget_usd: k.monthly_budget_usd,
         };
+        if limits.requests_per_minute == Some(0) || limits.max_concurrent == Some(0) {
+            return Err(format!(
+                "[keys.{id}] requests_per_minute and max_concurrent must be at least 1 (leave them out for no limit)"
+            ));
+        }
+        for (name, usd) in [
+            ("daily_budget_usd", limits.daily_budget_usd),
+            ("monthly_budget_usd", limits.monthly_budget_usd),
+        ] {
+            if usd.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(format!(
+                    "[keys.{id}] {name} must be a positive number of dollars (leave it out for no budget)"
+                ));
+            }
+        }
         out.push(Key { id, secret, limits });
     }
     if out.is_empty() {

@@ -25,6 +25,8 @@ pub struct TurnRequest {
     pub timeout_secs: Option<u64>,
     /// `--allowedTools` for this turn only (approvals).
     pub allowed_tools: Vec<String>,
+    /// The request's agent options (`max_turns`, `permission_mode`, ...), this turn only.
+    pub options: crate::options::AgentOptions,
     pub request_id: String,
     pub route: String,
     pub arrived: Instant,
@@ -72,6 +74,7 @@ pub fn prepare(app: &App, req: &TurnRequest) -> Result<(Turn, Job), ApiError> {
         .clone()
         .or_else(|| session.system_prompt.clone());
     spec.allowed_tools = req.allowed_tools.clone();
+    req.options.apply(&mut spec);
     let job = Job {
         request_id: req.request_id.clone(),
         key_id: req.key_id.clone(),

@@ -1,8 +1,10 @@
 //! Routing: the route table ([`ROUTES`], also what the OpenAPI test compares with
 //! openapi.yaml) and one `match` on (method, path segments) to a handler. Public routes are
-//! answered before authentication; every other route needs a key. A known path with the
-//! wrong method is 405 with `Allow`; anything else is 404. Handlers of short requests return
-//! a `Reply`; handlers that run the CLI take the exchange and hand it to a run thread.
+//! answered before authentication; every other route needs a key (admin routes the admin key).
+//! A known path with the wrong method is 405 with `Allow`; anything else is 404. Routes that
+//! run the CLI have the key's rate limit and budget checked here, on the worker. Handlers of
+//! short requests return a `Reply`; handlers that read a body or run the CLI take the exchange
+//! and hand it to a run thread.
 
 use std::sync::Arc;
 
@@ -22,6 +24,10 @@ pub enum Access {
     Key,
     /// Any API key, as Bearer or as the WebSocket subprotocol `claudeway.bearer.<secret>`.
     KeyOrWsProtocol,
+    /// The admin key (Bearer); another key gets 403.
+    Admin,
+    /// `/metrics`: public with `[server] metrics_public = true`, else as `Admin`.
+    Metrics,
 }
 
 /// One route: method, path pattern (`{name}` matches one segment), access.
@@ -53,7 +59,23 @@ pub const ROUTES: &[Route] = &[
     r("DELETE", "/session/{id}", Access::Key),
     r("POST", "/session/{id}/stream", Access::Key),
     r("POST", "/session/{id}/approve", Access::Key),
+    r("POST", "/task/{id}/cancel", Access::Key),
+    r("GET", "/admin/processes", Access::Admin),
+    r("GET", "/metrics", Access::Metrics),
 ];
+
+/// Routes that run the CLI: the key's rate limit and budget are checked before they go on.
+fn runs_cli(route: &Route) -> bool {
+    matches!(
+        (route.method, route.path),
+        ("POST", "/task")
+            | ("POST", "/task/stream")
+            | ("GET", "/task/ws")
+            | ("POST", "/session/{id}")
+            | ("POST", "/session/{id}/stream")
+            | ("POST", "/session/{id}/approve")
+    )
+}
 
 /// True if `path` matches `pattern` segment by segment.
 pub fn matches(pattern: &str, path: &str) -> bool {
@@ -85,6 +107,7 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
             "no route {path}; see /openapi.yaml for the API"
         )));
     }
+    ex.route = known[0].path;
     let Some(route) = known
         .iter()
         .find(|r| r.method == method || (method == "HEAD" && r.method == "GET"))
@@ -93,13 +116,19 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         return ex.error(ApiError::method_not_allowed(&allow.join(", ")));
     };
 
-    let key_id = match route.access {
+    ex.route = route.path;
+    let access = match route.access {
+        Access::Metrics if app.config.metrics_public => Access::Public,
+        Access::Metrics => Access::Admin,
+        a => a,
+    };
+    let key_id = match access {
         Access::Public => None,
-        Access::Key | Access::KeyOrWsProtocol => {
-            let also = if route.access == Access::Key {
-                Also::Nothing
-            } else {
+        _ => {
+            let also = if access == Access::KeyOrWsProtocol {
                 Also::WebSocketProtocol
+            } else {
+                Also::Nothing
             };
             match auth::authenticate(app, &ex, also) {
                 Ok(id) => Some(id),
@@ -109,6 +138,17 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
     };
     ex.key_id = key_id.clone();
     let key_id = key_id.unwrap_or_default();
+    if access == Access::Admin && !app.config.keys.is_admin(&key_id) {
+        return ex.error(ApiError::new(
+            crate::error::Kind::Forbidden,
+            "this route needs the admin key (the first configured key)",
+        ));
+    }
+    if runs_cli(route) {
+        if let Err(e) = crate::limits::check_request(app, &mut ex, &key_id) {
+            return ex.error(e);
+        }
+    }
 
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (route.method, segs.as_slice()) {
@@ -116,9 +156,7 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         ("POST", ["task"]) => handlers::task::post(app, ex, key_id),
         ("POST", ["task", "stream"]) => handlers::task::post_stream(app, ex, key_id),
         ("GET", ["task", "ws"]) => handlers::task::ws(app, ex, key_id),
-        ("POST", ["session", "start"]) => {
-            reply(ex, |ex| handlers::session::start(app, ex, &key_id))
-        }
+        ("POST", ["session", "start"]) => handlers::session::start(app, ex, key_id),
         ("GET", ["sessions"]) => reply(ex, |ex| handlers::session::list(app, ex, &key_id)),
         ("POST", ["session", id]) => handlers::session::post(app, ex, key_id, id.to_string()),
         ("GET", ["session", id]) => reply(ex, |_| handlers::session::get(app, &key_id, id)),
@@ -131,6 +169,11 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         ("POST", ["session", id, "approve"]) => {
             handlers::session::approve(app, ex, key_id, id.to_string())
         }
+        ("POST", ["task", id, "cancel"]) => {
+            reply(ex, |ex| handlers::processes::cancel(app, ex, &key_id, id))
+        }
+        ("GET", ["admin", "processes"]) => ex.respond(handlers::processes::list(app)),
+        ("GET", ["metrics"]) => ex.respond(handlers::metrics::get(app)),
         _ => ex.error(ApiError::not_found(format!("no route {path}"))),
     }
 }

@@ -2,5 +2,7 @@
 //! directly: they call `runner`, `sessions`, `audit`, `paths`.
 
 pub mod health;
+pub mod metrics;
+pub mod processes;
 pub mod session;
 pub mod task;

@@ -155,7 +155,7 @@ fn one_shot(
     arrived: Instant,
     mode: Mode,
 ) {
-    let prepared = TaskRequest::parse(app, body).and_then(|req| {
+    let prepared = TaskRequest::parse(app, body, &up.key_id).and_then(|req| {
         let session_id = uuid::Uuid::new_v4().to_string();
         let (cwd, temporary) = req.resolve_workdir(app, &session_id)?;
         let mut job = req.job_for(app, &up.request_id, &up.key_id, &up.path, &session_id, cwd);
@@ -203,9 +203,10 @@ fn session_turn(
             session_id: id.to_string(),
             prompt: body.string("prompt")?,
             model,
-            system_prompt: body.opt_string("system_prompt")?,
+            system_prompt: crate::options::bounded_string(body, "system_prompt")?,
             timeout_secs: body.opt_u64("timeout_secs", 1, app.config.max_timeout_secs)?,
             allowed_tools: Vec::new(),
+            options: crate::options::AgentOptions::parse(app, body, &up.key_id)?,
             request_id: up.request_id.clone(),
             route: up.path.clone(),
             arrived,
