@@ -48,20 +48,20 @@ impl RateLimiter {
     /// Takes a token for `key_id` (whose limit is `per_minute`) if there is one.
     pub fn check(&self, key_id: &str, per_minute: u32, now: Instant) -> Decision {
         let capacity = f64::from(per_minute.max(1));
-        let per_sec = capacity / 60.0;
         let mut buckets = self.buckets.lock();
         let b = buckets.entry(key_id.to_string()).or_insert(Bucket {
             tokens: capacity,
             last: now,
         });
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * per_sec).min(capacity);
+        b.tokens = (b.tokens + elapsed * capacity / 60.0).min(capacity);
         b.last = now;
         let allowed = b.tokens >= 1.0;
         if allowed {
             b.tokens -= 1.0;
         }
-        let secs = |tokens: f64| (tokens.max(0.0) / per_sec).ceil() as u64;
+        // Seconds to refill `tokens`, computed so that whole minutes stay exact.
+        let secs = |tokens: f64| (tokens.max(0.0) * 60.0 / capacity).ceil() as u64;
         Decision {
             allowed,
             limit: per_minute,

@@ -161,8 +161,10 @@ pub fn run(app: &App, job: &Job, slot: Slot, sink: &mut dyn FnMut(RunEvent) -> F
             Ok(outcome) => conclude(app, job, outcome),
         };
     drop(reg);
-    drop(slot);
+    // The audit line (and so the run's cost) is in before the place goes to the next run, so
+    // that a run waiting behind this one sees what this one spent.
     audit(app, job, &finished);
+    drop(slot);
     finished
 }
 

@@ -16,7 +16,7 @@
 //!   `--allowedTools Write` it is denied (as the real CLI does), otherwise the file is written;
 //! - `BASH <command>`: ask for Bash, allowed only by `--allowedTools Bash(<command>)` or bypass;
 //! - `RECALL`: answer with the earlier prompts of this conversation; `BIG <n>`: n bytes;
-//! - `COST <usd> ...`: the run reports this cost. With `--max-budget-usd` below the cost, the
+//! - `... COST <usd> ...` (anywhere in the prompt): the run reports this cost. With `--max-budget-usd` below the cost, the
 //!   result is the real CLI's `error_max_budget_usd` one (tests/fixtures/g11*), exit 1.
 //!
 //! Sessions behave as the real CLI's: `--session-id` of an existing conversation and
@@ -305,9 +305,9 @@ fn main() {
 
     let input = 100 + prompt.len() as u64;
     let output = text.len() as u64;
-    let cost = match word(0) {
-        "COST" => word(1).parse().unwrap_or(0.0),
-        _ => (input * 3 + output * 15) as f64 / 1_000_000.0,
+    let cost = match words.iter().position(|w| *w == "COST") {
+        Some(i) => word(i + 1).parse().unwrap_or(0.0),
+        None => (input * 3 + output * 15) as f64 / 1_000_000.0,
     };
     // As 2.1.330 does: the budget is checked after the API call, so the run costs what it
     // cost, and the result says the budget was reached (usage all zero, modelUsage set).

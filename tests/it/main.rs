@@ -9,6 +9,8 @@ mod audit;
 mod basics;
 /// The real binary: flags, exit codes, the banner, signals.
 mod binary;
+/// Limits: rate limits, budgets, the queue, agent options, watchdogs, processes, metrics.
+mod limits;
 /// Sessions: turns, ownership, restarts, expiry, approvals.
 mod session;
 /// POST /task/stream (SSE) and GET /task/ws (WebSocket).
