@@ -9,6 +9,8 @@ mod audit;
 mod basics;
 /// The real binary: flags, exit codes, the banner, signals.
 mod binary;
+/// Connection hygiene: slow and silent clients, idle sockets, hostile heads and bodies.
+mod hygiene;
 /// Limits: rate limits, budgets, the queue, agent options, watchdogs, processes, metrics.
 mod limits;
 /// Sessions: turns, ownership, restarts, expiry, approvals.

@@ -66,16 +66,19 @@ where
     R: Read + Abandon,
 {
     fn drop(&mut self) {
-        // claudeway patch: drain through a fixed buffer, and at most MAX_DRAIN bytes. The
-        // original allocated `vec![0; remaining]`, so a request declaring a huge
-        // Content-Length that was answered without reading its body (401, 413, ...) made the
-        // allocation fail and aborted the process. If the body is not drained to its end, the
-        // connection is abandoned (closed) instead of reading the rest as the next request.
+        // claudeway patch: drain through a fixed buffer, at most MAX_DRAIN bytes for at most
+        // MAX_DRAIN_TIME (plus one read). The original allocated `vec![0; remaining]`, so a
+        // request declaring a huge Content-Length that was answered without reading its body
+        // (401, 413, ...) made the allocation fail and aborted the process. If the body is not
+        // drained to its end, the connection is abandoned (closed) instead of reading the rest
+        // as the next request.
         const MAX_DRAIN: usize = 1 << 20;
+        const MAX_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+        let until = std::time::Instant::now() + MAX_DRAIN_TIME;
         let mut buf = [0u8; 8192];
         let mut drained = 0;
 
-        while self.size > 0 && drained < MAX_DRAIN {
+        while self.size > 0 && drained < MAX_DRAIN && std::time::Instant::now() < until {
             let want = self.size.min(buf.len());
             match self.reader.read(&mut buf[..want]) {
                 Err(e) => {
