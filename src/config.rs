@@ -803,4 +803,40 @@ mod tests {
         let err = load(&["--enable-plugin", "nope"], &[]).unwrap_err();
         assert!(err.contains("valid plugins: dashboard"), "{err}");
     }
+
+    #[test]
+    fn limits_and_connection_settings() {
+        let (_d, path) = file(
+            "[server]\nidle_timeout_secs = 5\nbody_timeout_secs = 7\nmetrics_public = true\n\
+             [keys.a]\nsecret = \"s\"\nrequests_per_minute = 10\nmax_concurrent = 2\n\
+             daily_budget_usd = 1.5\nmonthly_budget_usd = 20\n",
+        );
+        let cfg = load(&["--config", &path], &[]).unwrap();
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.body_timeout, Duration::from_secs(7));
+        assert!(cfg.metrics_public);
+        let l = &cfg.keys.admin().limits;
+        assert_eq!(
+            (l.requests_per_minute, l.max_concurrent),
+            (Some(10), Some(2))
+        );
+        assert_eq!(
+            (l.daily_budget_usd, l.monthly_budget_usd),
+            (Some(1.5), Some(20.0))
+        );
+        for bad in [
+            "requests_per_minute = 0",
+            "max_concurrent = 0",
+            "daily_budget_usd = -1.0",
+            "monthly_budget_usd = 0.0",
+        ] {
+            let (_d, path) = file(&format!("[keys.a]\nsecret = \"s\"\n{bad}\n"));
+            let err = load(&["--config", &path], &[]).unwrap_err();
+            assert!(err.contains("[keys.a]"), "{bad}: {err}");
+        }
+        let (_d, path) = file("[server]\nidle_timeout_secs = 0\n");
+        assert!(load(&["--config", &path], &[])
+            .unwrap_err()
+            .contains("idle_timeout_secs"));
+    }
 }
