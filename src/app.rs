@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::audit::Audit;
+use crate::budget::Budgets;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::events::{Bus, Event};
@@ -35,6 +36,12 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// The `/models` list cache.
     pub models: Arc<Models>,
+    /// Spend per key per UTC day and month (budgets).
+    pub budgets: Arc<Budgets>,
+    /// Per-key request rate limits.
+    pub rates: crate::ratelimit::RateLimiter,
+    /// The counters of `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Plugin events.
     pub bus: Bus,
     /// Sessions (and /task runs kept for approval).
@@ -77,12 +84,17 @@ impl App {
         let logins = Logins::new(Settings::from_config(&config).unwrap_or_default());
         let sources = Sources::from_config(&config, &crate::config::process_env);
         let models = Models::new(sources, config.models_ttl);
+        // Spend so far, from the audit log, read once here; new lines are followed in memory.
+        let budgets = Budgets::start(&audit, crate::audit::read_all(&config.log_dir));
         App {
             config,
             audit,
             gate,
             registry,
             models,
+            budgets,
+            rates: Default::default(),
+            metrics: Default::default(),
             bus: Bus::default(),
             sessions,
             streams: Default::default(),

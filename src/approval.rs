@@ -114,6 +114,7 @@ pub fn prepare(app: &App, a: &Approval) -> Result<(Turn, Job, Vec<Denial>), ApiE
         system_prompt: None,
         timeout_secs: None,
         allowed_tools: tools,
+        options: Default::default(),
         request_id: a.request_id.clone(),
         route: a.route.clone(),
         arrived: a.arrived,

@@ -63,6 +63,14 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Silence on a stream before a heartbeat. Default 1 s.
     pub heartbeat: Duration,
+    /// A client socket that sends nothing for this long while the server waits for bytes
+    /// (a request head, a body, the next request) is closed; a write that cannot make progress
+    /// for this long fails. Default 30 s.
+    pub idle_timeout: Duration,
+    /// The whole request body must arrive within this, or 408 `TIMEOUT`. Default 60 s.
+    pub body_timeout: Duration,
+    /// `GET /metrics` without the admin key. Default false.
+    pub metrics_public: bool,
     /// Kill a run that printed nothing for this long (`STALLED`). Default none.
     pub stall: Option<Duration>,
     /// How long a /task with permission denials stays approvable. Default 1 h.
@@ -122,6 +130,9 @@ impl Default for Config {
             result_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             heartbeat: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            metrics_public: false,
             stall: None,
             approval_ttl: Duration::from_secs(3600),
             session_ttl: Duration::from_secs(24 * 3600),
@@ -154,6 +165,9 @@ struct FileServer {
     max_streams: Option<usize>,
     shutdown_grace_secs: Option<u64>,
     heartbeat_ms: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    metrics_public: Option<bool>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -528,6 +542,17 @@ fn apply_server(
         cfg.heartbeat =
             Duration::from_millis(num(&v.to_string(), "heartbeat_ms", 50, 600_000).map_err(at)?);
     }
+    if let Some(v) = s.idle_timeout_secs {
+        cfg.idle_timeout =
+            Duration::from_secs(num(&v.to_string(), "idle_timeout_secs", 1, 3600).map_err(at)?);
+    }
+    if let Some(v) = s.body_timeout_secs {
+        cfg.body_timeout =
+            Duration::from_secs(num(&v.to_string(), "body_timeout_secs", 1, 3600).map_err(at)?);
+    }
+    if let Some(v) = s.metrics_public {
+        cfg.metrics_public = v;
+    }
     Ok(())
 }
 
@@ -672,6 +697,21 @@ fn file_keys(
             daily_budget_usd: k.daily_budget_usd,
             monthly_budget_usd: k.monthly_budget_usd,
         };
+        if limits.requests_per_minute == Some(0) || limits.max_concurrent == Some(0) {
+            return Err(format!(
+                "[keys.{id}] requests_per_minute and max_concurrent must be at least 1 (leave them out for no limit)"
+            ));
+        }
+        for (name, usd) in [
+            ("daily_budget_usd", limits.daily_budget_usd),
+            ("monthly_budget_usd", limits.monthly_budget_usd),
+        ] {
+            if usd.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(format!(
+                    "[keys.{id}] {name} must be a positive number of dollars (leave it out for no budget)"
+                ));
+            }
+        }
         out.push(Key { id, secret, limits });
     }
     if out.is_empty() {
@@ -1003,5 +1043,41 @@ mod tests {
             let err = load(&["--config", &path], &[]).unwrap_err();
             assert!(err.contains("[models]") || err.contains("ttl"), "{err}");
         }
+    }
+
+    #[test]
+    fn limits_and_connection_settings() {
+        let (_d, path) = file(
+            "[server]\nidle_timeout_secs = 5\nbody_timeout_secs = 7\nmetrics_public = true\n\
+             [keys.a]\nsecret = \"s\"\nrequests_per_minute = 10\nmax_concurrent = 2\n\
+             daily_budget_usd = 1.5\nmonthly_budget_usd = 20\n",
+        );
+        let cfg = load(&["--config", &path], &[]).unwrap();
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.body_timeout, Duration::from_secs(7));
+        assert!(cfg.metrics_public);
+        let l = &cfg.keys.admin().limits;
+        assert_eq!(
+            (l.requests_per_minute, l.max_concurrent),
+            (Some(10), Some(2))
+        );
+        assert_eq!(
+            (l.daily_budget_usd, l.monthly_budget_usd),
+            (Some(1.5), Some(20.0))
+        );
+        for bad in [
+            "requests_per_minute = 0",
+            "max_concurrent = 0",
+            "daily_budget_usd = -1.0",
+            "monthly_budget_usd = 0.0",
+        ] {
+            let (_d, path) = file(&format!("[keys.a]\nsecret = \"s\"\n{bad}\n"));
+            let err = load(&["--config", &path], &[]).unwrap_err();
+            assert!(err.contains("[keys.a]"), "{bad}: {err}");
+        }
+        let (_d, path) = file("[server]\nidle_timeout_secs = 0\n");
+        assert!(load(&["--config", &path], &[])
+            .unwrap_err()
+            .contains("idle_timeout_secs"));
     }
 }

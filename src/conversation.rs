@@ -25,6 +25,8 @@ pub struct TurnRequest {
     pub timeout_secs: Option<u64>,
     /// `--allowedTools` for this turn only (approvals).
     pub allowed_tools: Vec<String>,
+    /// The request's agent options (`max_turns`, `permission_mode`, ...), this turn only.
+    pub options: crate::options::AgentOptions,
     pub request_id: String,
     pub route: String,
     pub arrived: Instant,
@@ -52,9 +54,10 @@ impl TurnRequest {
             session_id: session_id.to_string(),
             prompt: body.string("prompt")?,
             model,
-            system_prompt: body.opt_string("system_prompt")?,
+            system_prompt: crate::options::bounded_string(body, "system_prompt")?,
             timeout_secs: body.opt_u64("timeout_secs", 1, app.config.max_timeout_secs)?,
             allowed_tools: Vec::new(),
+            options: crate::options::AgentOptions::parse(app, body, key_id)?,
             request_id: request_id.to_string(),
             route: route.to_string(),
             arrived,
@@ -104,6 +107,7 @@ pub fn prepare(app: &App, req: &TurnRequest) -> Result<(Turn, Job), ApiError> {
         .clone()
         .or_else(|| session.system_prompt.clone());
     spec.allowed_tools = req.allowed_tools.clone();
+    req.options.apply(&mut spec);
     let job = Job {
         request_id: req.request_id.clone(),
         key_id: req.key_id.clone(),

@@ -1,11 +1,14 @@
 //! [`Exchange`]: one HTTP request on its way to an answer. It carries the request id,
-//! the start time and the authenticated key, reads the body under the size limit, and
-//! answers exactly once: `respond` writes a [`Reply`] (adding `X-Request-Id`) and logs the
-//! request's one operational log line. If an exchange is dropped unanswered (a panic, a
-//! forgotten path) it answers 500 `INTERNAL_ERROR` itself, so no client is left hanging.
-//! An exchange may move from a pool worker to a run thread; it never blocks on its own.
+//! the start time and the authenticated key, reads the body under the size and time limits,
+//! and answers exactly once: `respond` writes a [`Reply`] (adding `X-Request-Id` and the
+//! exchange's extra headers), logs the request's one operational log line and counts it in the
+//! metrics. If an exchange is dropped unanswered (a panic, a forgotten path) it answers 500
+//! `INTERNAL_ERROR` itself, so no client is left hanging. An exchange may move from a pool
+//! worker to a run thread. Bodies are read only on run threads (a slow client must not hold a
+//! worker); an answer that leaves a body unread is written from a short-lived thread of its
+//! own, because tiny_http reads the rest of the body (up to 1 MiB) when the request is dropped.
 
-use std::io::Read;
+use std::io::ErrorKind;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,8 +27,17 @@ pub struct Exchange {
     pub query: String,
     pub started: Instant,
     pub key_id: Option<String>,
+    /// The route pattern (`/session/{id}`), `unmatched` until the router knows it; a metrics
+    /// label.
+    pub route: &'static str,
+    /// Headers added to the answer, whatever it is (`X-RateLimit-*`).
+    pub extra_headers: Vec<(String, String)>,
+    /// Where the answer is counted.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The status answered, for the log line.
     status: u16,
+    /// The body was read to its end.
+    body_read: bool,
     /// Counts this request as unanswered until it is answered (shutdown waits for it).
     inflight: Option<Inflight>,
 }
@@ -62,7 +74,11 @@ impl Exchange {
             query,
             started: Instant::now(),
             key_id: None,
+            route: "unmatched",
+            extra_headers: Vec::new(),
+            metrics: None,
             status: 0,
+            body_read: false,
             inflight: None,
         }
     }
@@ -108,9 +124,16 @@ impl Exchange {
     /// Answers 101 and hands over the upgraded connection (WebSocket).
     pub fn upgrade(self, headers: &[(&str, &str)]) -> Box<dyn tiny_http::ReadWrite + Send> {
         let (req, log) = self.into_request(101);
+        log.count(101);
         let mut resp = Response::empty(101);
+        let extra: Vec<(&str, &str)> = log
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         for (k, v) in headers
             .iter()
+            .chain(&extra)
             .chain([&("X-Request-Id", log.request_id.as_str())])
         {
             if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
@@ -124,12 +147,20 @@ impl Exchange {
         self.request().remote_addr().copied()
     }
 
-    /// Reads the whole body, refusing more than `max` bytes with 413 `PAYLOAD_TOO_LARGE`.
-    pub fn read_body(&mut self, max: usize) -> Result<Vec<u8>, ApiError> {
+    /// Reads the whole body, refusing more than `max` bytes with 413 `PAYLOAD_TOO_LARGE` and a
+    /// body still incomplete at `deadline` (or silent for the socket's read timeout) with 408
+    /// `TIMEOUT`. Blocks for as long as the client takes: never call it on a pool worker.
+    pub fn read_body(&mut self, max: usize, deadline: Instant) -> Result<Vec<u8>, ApiError> {
         let too_large = || {
             ApiError::new(
                 Kind::PayloadTooLarge,
                 format!("the request body is larger than the limit of {max} bytes (--max-body)"),
+            )
+        };
+        let too_slow = || {
+            ApiError::new(
+                Kind::Timeout,
+                "the request body did not arrive in time ([server] body_timeout_secs); send it in one go",
             )
         };
         let req = self
@@ -139,15 +170,47 @@ impl Exchange {
         if req.body_length().is_some_and(|n| n > max) {
             return Err(too_large());
         }
+        let reader = req.as_reader();
         let mut body = Vec::new();
-        req.as_reader()
-            .take(max as u64 + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
-        if body.len() > max {
-            return Err(too_large());
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if Instant::now() >= deadline {
+                return Err(too_slow());
+            }
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    body.extend_from_slice(&buf[..n]);
+                    if body.len() > max {
+                        return Err(too_large());
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(too_slow())
+                }
+                Err(e) => {
+                    return Err(ApiError::bad_request(format!(
+                        "could not read the request body: {e}"
+                    )))
+                }
+            }
         }
+        self.body_read = true;
         Ok(body)
+    }
+
+    /// True if answering now would leave body bytes unread (tiny_http reads bodies of up to
+    /// 1024 bytes before handing the request over; longer ones and chunked ones are read by us).
+    fn body_pending(&self, req: &Request) -> bool {
+        let chunked = || {
+            req.headers()
+                .iter()
+                .any(|h| h.field.equiv("Transfer-Encoding"))
+        };
+        !self.body_read
+            && (req.body_length().is_some_and(|n| n > 1024)
+                || (req.body_length().is_none() && chunked()))
     }
 
     /// Answers with `reply`. Consumes the exchange.
@@ -158,21 +221,39 @@ impl Exchange {
         let mut resp = Response::from_data(reply.body)
             .with_status_code(reply.status)
             .with_chunked_threshold(usize::MAX);
+        let extra = self
+            .extra_headers
+            .iter()
+            .filter(|(k, _)| !reply.headers.iter().any(|(r, _)| r.eq_ignore_ascii_case(k)));
         for (k, v) in reply
             .headers
             .iter()
+            .chain(extra)
             .chain([&("X-Request-Id".to_string(), self.request_id.clone())])
         {
             if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
                 resp.add_header(h);
             }
         }
-        if let Err(e) = req.respond(resp) {
-            log::debug!(
-                "{} {}: client went away before the answer: {e}",
-                self.method,
-                self.path
-            );
+        let pending = self.body_pending(&req);
+        let what = format!("{} {}", self.method, self.path);
+        let inflight = self.inflight.take();
+        let send = move || {
+            if let Err(e) = req.respond(resp) {
+                log::debug!("{what}: client went away before the answer: {e}");
+            }
+            drop(inflight);
+        };
+        if pending {
+            // Dropping the request drains its body, as slowly as the client sends it.
+            if let Err(e) = std::thread::Builder::new()
+                .name("answer".into())
+                .spawn(send)
+            {
+                log::error!("cannot start a thread to answer {}: {e}", self.request_id);
+            }
+        } else {
+            send();
         }
         self.log_line();
     }
@@ -192,15 +273,21 @@ impl Exchange {
         let log = StreamLog {
             method: self.method.to_string(),
             path: self.path.clone(),
+            route: self.route,
             request_id: self.request_id.clone(),
             key_id: self.key_id.clone(),
             started: self.started,
-            _inflight: self.inflight.take(),
+            headers: std::mem::take(&mut self.extra_headers),
+            metrics: self.metrics.clone(),
+            _inflight: self.inflight.take().map(Arc::new),
         };
         (req, log)
     }
 
     fn log_line(&self) {
+        if let Some(m) = &self.metrics {
+            m.request(self.route, self.status);
+        }
         log::info!(
             "{} {} {} {}ms key={} req={}",
             self.method,
@@ -214,17 +301,28 @@ impl Exchange {
 }
 
 /// What a stream needs to write the request's log line when it ends.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StreamLog {
-    _inflight: Option<Inflight>,
     pub method: String,
     pub path: String,
+    pub route: &'static str,
     pub request_id: String,
     pub key_id: Option<String>,
     pub started: Instant,
+    /// Extra headers for the stream's head (`X-RateLimit-*`).
+    pub headers: Vec<(String, String)>,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    _inflight: Option<Arc<Inflight>>,
 }
 
 impl StreamLog {
+    /// Counts the stream's answer in the metrics (once, when its status is known).
+    pub fn count(&self, status: u16) {
+        if let Some(m) = &self.metrics {
+            m.request(self.route, status);
+        }
+    }
+
     pub fn done(&self, status: u16, how: &str) {
         log::info!(
             "{} {} {} {}ms key={} req={} ({how})",
@@ -254,7 +352,11 @@ impl Drop for Exchange {
                 query: String::new(),
                 started: self.started,
                 key_id: self.key_id.take(),
+                route: self.route,
+                extra_headers: std::mem::take(&mut self.extra_headers),
+                metrics: self.metrics.take(),
                 status: 0,
+                body_read: self.body_read,
                 inflight: self.inflight.take(),
             };
             placeholder.respond(Reply::from(e));

@@ -1,6 +1,7 @@
-//! The few OS calls std lacks (process groups, signals, resource limits, TTY checks), in one
-//! place so that a port to another OS is this file's work. Unix only; every `unsafe` block of
-//! the crate lives here, each a single libc call on plain integers.
+//! The few OS calls std lacks (process groups, signals, resource limits, TTY checks, socket
+//! timeouts, process start times), in one place so that a port to another OS is this file's
+//! work. Unix only; every `unsafe` block of the crate lives here, each a single libc call on
+//! plain integers.
 #![allow(unsafe_code)]
 
 /// A signal we send to a process group.
@@ -160,20 +161,7 @@ fn sock_addr(fd: i32, peer: bool) -> Option<std::net::SocketAddr> {
 
 /// Sets `SO_RCVTIMEO` on a socket: a blocking read returns `WouldBlock` after `timeout`.
 pub fn set_read_timeout(fd: i32, timeout: std::time::Duration) -> bool {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: passes a pointer to a timeval we own and its exact size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        ) == 0
-    }
+    set_timeout(fd, libc::SO_RCVTIMEO, timeout)
 }
 
 /// True if `fd` has data to read (or was closed by the peer) within `timeout_ms`.
@@ -186,4 +174,36 @@ pub fn readable(fd: i32, timeout_ms: i32) -> bool {
     // SAFETY: one pollfd struct that we own.
     let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// Sets `SO_RCVTIMEO` and `SO_SNDTIMEO` on a socket. On the listening socket only the write
+/// timeout matters to accept(); accepted sockets inherit both (Linux copies them at accept).
+pub fn set_socket_timeouts(fd: i32, read: std::time::Duration, write: std::time::Duration) -> bool {
+    set_read_timeout(fd, read) && set_timeout(fd, libc::SO_SNDTIMEO, write)
+}
+
+fn set_timeout(fd: i32, which: libc::c_int, timeout: std::time::Duration) -> bool {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: passes a pointer to a timeval we own and its exact size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            which,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// When the process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat):
+/// with the pid, it tells a process apart from a later one that reuses its pid. Linux only.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }

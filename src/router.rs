@@ -1,8 +1,10 @@
 //! Routing: the route table ([`ROUTES`], also what the OpenAPI test compares with
 //! openapi.yaml) and one `match` on (method, path segments) to a handler. Public routes are
-//! answered before authentication; every other route needs a key. A known path with the
-//! wrong method is 405 with `Allow`; anything else is 404. Handlers of short requests return
-//! a `Reply`; handlers that run the CLI take the exchange and hand it to a run thread.
+//! answered before authentication; every other route needs a key (admin routes the admin key).
+//! A known path with the wrong method is 405 with `Allow`; anything else is 404. Routes that
+//! run the CLI have the key's rate limit and budget checked here, on the worker. Handlers of
+//! short requests return a `Reply`; handlers that read a body or run the CLI take the exchange
+//! and hand it to a run thread.
 
 use std::sync::Arc;
 
@@ -27,13 +29,22 @@ pub enum Access {
     /// The admin cookie from `/admin/login`, plus the CSRF header on anything but GET/HEAD;
     /// only when the `dashboard` plugin is on.
     Admin,
+    /// The admin key as Bearer, or the admin cookie (when the dashboard is on); another key
+    /// gets 403.
+    AdminKey,
+    /// `/metrics`: public with `[server] metrics_public = true`, else as `AdminKey`.
+    Metrics,
 }
 
 impl Access {
     /// False for routes of a plugin that is off: they do not exist (404).
     pub fn exists(self, app: &App) -> bool {
         match self {
-            Access::Public | Access::Key | Access::KeyOrWsProtocol => true,
+            Access::Public
+            | Access::Key
+            | Access::KeyOrWsProtocol
+            | Access::AdminKey
+            | Access::Metrics => true,
             Access::Dashboard | Access::Admin => app.config.plugin_enabled("dashboard"),
         }
     }
@@ -86,7 +97,23 @@ pub const ROUTES: &[Route] = &[
     // The swagger plugin: 404 unless enabled.
     r("GET", "/docs", Access::Public),
     r("GET", "/docs/{file}", Access::Public),
+    r("POST", "/task/{id}/cancel", Access::Key),
+    r("GET", "/admin/processes", Access::AdminKey),
+    r("GET", "/metrics", Access::Metrics),
 ];
+
+/// Routes that run the CLI: the key's rate limit and budget are checked before they go on.
+fn runs_cli(route: &Route) -> bool {
+    matches!(
+        (route.method, route.path),
+        ("POST", "/task")
+            | ("POST", "/task/stream")
+            | ("GET", "/task/ws")
+            | ("POST", "/session/{id}")
+            | ("POST", "/session/{id}/stream")
+            | ("POST", "/session/{id}/approve")
+    )
+}
 
 /// True if `path` matches `pattern` segment by segment.
 pub fn matches(pattern: &str, path: &str) -> bool {
@@ -132,6 +159,7 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
             "no route {path}; see /openapi.yaml for the API"
         )));
     }
+    ex.route = known[0].path;
     let Some(route) = known
         .iter()
         .find(|r| r.method == method || (method == "HEAD" && r.method == "GET"))
@@ -140,17 +168,31 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         return ex.error(ApiError::method_not_allowed(&allow.join(", ")));
     };
 
-    let key_id = match route.access {
+    ex.route = route.path;
+    let access = match route.access {
+        Access::Metrics if app.config.metrics_public => Access::Public,
+        Access::Metrics => Access::AdminKey,
+        a => a,
+    };
+    let key_id = match access {
         Access::Public | Access::Dashboard => None,
         Access::Admin => match handlers::admin::authorize(app, &ex) {
             Ok(()) => Some(app.config.keys.admin().id.clone()),
             Err(e) => return ex.error(e),
         },
-        Access::Key | Access::KeyOrWsProtocol => {
-            let also = if route.access == Access::Key {
-                Also::Nothing
-            } else {
+        // The admin cookie also opens the admin-key routes, so the dashboard can use them.
+        Access::AdminKey
+            if app.config.plugin_enabled("dashboard")
+                && ex.header("Authorization").is_none()
+                && handlers::admin::authorize(app, &ex).is_ok() =>
+        {
+            Some(app.config.keys.admin().id.clone())
+        }
+        Access::Key | Access::KeyOrWsProtocol | Access::AdminKey | Access::Metrics => {
+            let also = if access == Access::KeyOrWsProtocol {
                 Also::WebSocketProtocol
+            } else {
+                Also::Nothing
             };
             match auth::authenticate(app, &ex, also) {
                 Ok(id) => Some(id),
@@ -160,6 +202,17 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
     };
     ex.key_id = key_id.clone();
     let key_id = key_id.unwrap_or_default();
+    if access == Access::AdminKey && !app.config.keys.is_admin(&key_id) {
+        return ex.error(ApiError::new(
+            crate::error::Kind::Forbidden,
+            "this route needs the admin key (the first configured key)",
+        ));
+    }
+    if runs_cli(route) {
+        if let Err(e) = crate::limits::check_request(app, &mut ex, &key_id) {
+            return ex.error(e);
+        }
+    }
 
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (route.method, segs.as_slice()) {
@@ -167,9 +220,7 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         ("POST", ["task"]) => handlers::task::post(app, ex, key_id),
         ("POST", ["task", "stream"]) => handlers::task::post_stream(app, ex, key_id),
         ("GET", ["task", "ws"]) => handlers::task::ws(app, ex, key_id),
-        ("POST", ["session", "start"]) => {
-            reply(ex, |ex| handlers::session::start(app, ex, &key_id))
-        }
+        ("POST", ["session", "start"]) => handlers::session::start(app, ex, key_id),
         ("GET", ["sessions"]) => reply(ex, |ex| handlers::session::list(app, ex, &key_id)),
         ("POST", ["session", id]) => handlers::session::post(app, ex, key_id, id.to_string()),
         ("GET", ["session", id]) => reply(ex, |_| handlers::session::get(app, &key_id, id)),
@@ -186,7 +237,11 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
             let etag = ex.header("If-None-Match").map(str::to_string);
             ex.respond(crate::dashboard::serve(&rest.join("/"), etag.as_deref()))
         }
-        ("POST", ["admin", "login"]) => handlers::admin::login(app, ex),
+        // The body is read on a thread of its own: a slow client must not hold a worker.
+        ("POST", ["admin", "login"]) => {
+            let app = app.clone();
+            crate::server::spawn_run("admin-login", move || handlers::admin::login(&app, ex));
+        }
         ("POST", ["admin", "logout"]) => handlers::admin::logout(app, ex),
         ("GET", ["admin", "session"]) => {
             let reply = handlers::admin::session(app, &ex);
@@ -214,6 +269,11 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
             let reply = handlers::docs::get(app, &ex, Some(file));
             ex.respond(reply)
         }
+        ("POST", ["task", id, "cancel"]) => {
+            reply(ex, |ex| handlers::processes::cancel(app, ex, &key_id, id))
+        }
+        ("GET", ["admin", "processes"]) => ex.respond(handlers::processes::list(app)),
+        ("GET", ["metrics"]) => ex.respond(handlers::metrics::get(app)),
         _ => ex.error(ApiError::not_found(format!("no route {path}"))),
     }
 }

@@ -1,8 +1,9 @@
 //! One CLI turn for a request, from admission to audit line: wait for a place at the
-//! [`Gate`](crate::runs::Gate), register the run, run the CLI under its limits while a sink
-//! watches the lines, then turn the [`Outcome`] into the [`TaskResponse`] (or the error) the
-//! client gets and write the audit line. /task, the streams, sessions and approvals all come
-//! through here, so they answer and account alike. Runs on a run thread, never on a worker.
+//! [`Gate`](crate::runs::Gate), check the key's budget, register the run, run the CLI under its
+//! limits (`--max-budget-usd` set to what the budget has left) while a sink watches the lines,
+//! then turn the [`Outcome`] into the [`TaskResponse`] (or the error) the client gets, write the
+//! audit line and count the run in the metrics. /task, the streams, sessions and approvals all
+//! come through here, so they answer and account alike. Runs on a run thread, never on a worker.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -75,21 +76,47 @@ pub fn execute(app: &App, job: &Job, sink: &mut dyn FnMut(RunEvent) -> Flow) -> 
     }
 }
 
-/// Waits for a run place for `job` (the queue; its wait counts toward the job's timeout).
-/// A refusal is audited here and returned as the error to answer.
+/// Waits for a run place for `job` (the queue; its wait counts toward the job's timeout), then
+/// checks the key's budget (runs that went before may have spent it). A refusal is audited
+/// here and returned as the error to answer.
 pub fn admit(app: &App, job: &Job) -> Result<Slot, ApiError> {
-    let cap = app
-        .config
-        .keys
-        .get(&job.key_id)
-        .and_then(|k| k.limits.max_concurrent);
-    app.gate
+    let key = app.config.keys.get(&job.key_id);
+    let cap = key.and_then(|k| k.limits.max_concurrent);
+    let refuse = |e: ApiError| {
+        let f = fail(job, e);
+        audit(app, job, &f);
+        f.error.expect("a refusal is an error")
+    };
+    let slot = app
+        .gate
         .acquire(&job.key_id, cap, job.arrived + job.timeout)
-        .map_err(|refused| {
-            let f = fail(job, refused_error(app, refused, job.timeout));
-            audit(app, job, &f);
-            f.error.expect("a refusal is an error")
-        })
+        .map_err(|refused| refuse(refused_error(app, job, refused, cap)))?;
+    if let Some(key) = key {
+        if let Some(left) = app
+            .budgets
+            .left(&key.id, &key.limits, crate::clock::now())
+            .filter(|l| l.is_spent())
+        {
+            drop(slot);
+            return Err(refuse(crate::limits::budget_error(&key.id, &left)));
+        }
+    }
+    Ok(slot)
+}
+
+/// The `--max-budget-usd` of a run: what the request asked, at most what the key's budget has
+/// left now (rounded down to the CLI's cents of cents, at least the smallest amount).
+fn budget_cap(app: &App, job: &Job) -> Option<f64> {
+    let asked = job.spec.max_budget_usd;
+    let left = app.config.keys.get(&job.key_id).and_then(|k| {
+        app.budgets
+            .left(&k.id, &k.limits, crate::clock::now())
+            .map(|l| ((l.usd * 10_000.0).floor() / 10_000.0).max(crate::budget::MIN_RUN_USD))
+    });
+    match (asked, left) {
+        (Some(a), Some(l)) => Some(a.min(l)),
+        (a, l) => a.or(l),
+    }
 }
 
 /// Runs an admitted `job` (see [`admit`]); the place is freed when the run is over. Writes
@@ -130,9 +157,11 @@ pub fn run(app: &App, job: &Job, slot: Slot, sink: &mut dyn FnMut(RunEvent) -> F
     let mut env = app.config.claude_env.clone();
     env.extend(job.env.iter().cloned());
     env.extend(home.env.iter().cloned());
+    let mut spec = job.spec.clone();
+    spec.max_budget_usd = budget_cap(app, job);
     let inv = Invocation {
         program: app.config.claude_bin.clone(),
-        args: args::build(&job.spec),
+        args: args::build(&spec),
         cwd: job.cwd.clone(),
         env_remove: app.env_remove.clone(),
         env_add: env,
@@ -155,8 +184,10 @@ pub fn run(app: &App, job: &Job, slot: Slot, sink: &mut dyn FnMut(RunEvent) -> F
         };
     home.clean();
     drop(reg);
-    drop(slot);
+    // The audit line (and so the run's cost) is in before the place goes to the next run, so
+    // that a run waiting behind this one sees what this one spent.
     audit(app, job, &finished);
+    drop(slot);
     finished
 }
 
@@ -169,8 +200,23 @@ fn owner(app: &App, job: &Job) -> String {
         .unwrap_or_else(|| job.key_id.clone())
 }
 
-fn refused_error(app: &App, refused: Refused, timeout: Duration) -> ApiError {
+fn refused_error(app: &App, job: &Job, refused: Refused, cap: Option<usize>) -> ApiError {
+    let timeout = job.timeout;
     match refused {
+        Refused::KeyBusy => {
+            let cap = cap.unwrap_or(0);
+            ApiError::new(
+                Kind::RateLimited,
+                format!(
+                    "key `{}` already has {cap} runs running and {cap} waiting (its max_concurrent); retry when one has finished",
+                    job.key_id
+                ),
+            )
+            .with_header("Retry-After", "5")
+            .with_header("X-RateLimit-Limit", cap.to_string())
+            .with_header("X-RateLimit-Remaining", "0")
+            .with_header("X-RateLimit-Reset", "5")
+        }
         Refused::QueueFull => ApiError::new(
             Kind::Overloaded,
             format!(
@@ -303,7 +349,14 @@ fn audit(app: &App, job: &Job, f: &Finished) {
         (Some(End::TimedOut), _, _) => "task timed out",
         (Some(End::Stalled), _, _) => "task stalled",
         (Some(End::Cancelled | End::ClientGone), _, _) => "task cancelled",
-        (None, Some(e), _) if e.kind == Kind::Overloaded => "task refused",
+        (None, Some(e), _)
+            if matches!(
+                e.kind,
+                Kind::Overloaded | Kind::RateLimited | Kind::BudgetExceeded
+            ) =>
+        {
+            "task refused"
+        }
         (None, Some(e), _) if e.kind == Kind::Timeout => "task timed out",
         _ => "task failed",
     };
@@ -339,6 +392,26 @@ fn audit(app: &App, job: &Job, f: &Finished) {
         .chars()
         .take(500)
         .collect();
+    let killed = out.and_then(|o| match o.end {
+        End::TimedOut => Some("timeout"),
+        End::Stalled => Some("stalled"),
+        End::Cancelled => Some("cancelled"),
+        End::ClientGone => Some("client_gone"),
+        End::Exited if o.hung_after_result => Some("hung_after_result"),
+        End::Exited => None,
+    });
+    app.metrics.run(&crate::metrics::Run {
+        key_id: &job.key_id,
+        model: e
+            .model_resolved
+            .as_deref()
+            .unwrap_or(job.spec.model.as_str()),
+        outcome: message,
+        duration: out.map(|_| job.arrived.elapsed()),
+        tokens: r.tokens,
+        cost_usd: r.cost_usd,
+        killed,
+    });
     app.publish(Event::TaskFinished {
         key_id: job.key_id.clone(),
         session_id: job.session_id.clone(),

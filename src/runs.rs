@@ -1,7 +1,10 @@
 //! Admission and bookkeeping of CLI runs. [`Gate`] caps how many run at once: beyond the cap,
 //! runs wait in a bounded queue that is fair across keys (round robin, so one busy key cannot
-//! starve the others) and leave it when their deadline passes. [`Registry`] knows every run
-//! in flight (pid, key, session, age, bytes) and can cancel it.
+//! starve the others) and leave it when their deadline passes. A key with its own cap
+//! (`max_concurrent`) may have as many runs waiting as it may run; more are refused. [`Registry`]
+//! knows every run in flight (pid, key, session, age, bytes) and can cancel it; it records each
+//! pid with its start time under the state dir, so that the next start kills what a crash left
+//! behind, and only that (a pid reused by another process is left alone).
 //! Waiting here happens only on run threads, never on a pool worker.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -21,6 +24,8 @@ pub enum Refused {
     Timeout,
     /// The server is shutting down.
     Closed,
+    /// The key has its own cap's worth of runs running and as many waiting.
+    KeyBusy,
 }
 
 #[derive(Default)]
@@ -98,6 +103,12 @@ impl Gate {
                 gate: self.clone(),
                 key: key.to_string(),
             });
+        }
+        if let Some(cap) = s.caps.get(key).copied() {
+            let waiting = s.queues.get(key).map_or(0, VecDeque::len);
+            if !under_cap(&s) && waiting >= cap {
+                return Err(Refused::KeyBusy);
+            }
         }
         if s.waiting >= self.max_queue {
             return Err(Refused::QueueFull);
@@ -274,13 +285,17 @@ impl Registry {
         }
     }
 
-    /// Records the pid (= process group id) of a registered run.
+    /// Records the pid (= process group id) of a registered run, with its start time, in
+    /// `<pid_dir>/<pid>` (`<request_id> <start time>`).
     pub fn set_pid(&self, request_id: &str, pid: u32) {
         if let Some(e) = self.runs.lock().get_mut(request_id) {
             e.pid = Some(pid);
         }
         if let Some(dir) = &self.pid_dir {
-            let _ = std::fs::write(dir.join(pid.to_string()), request_id);
+            let started = crate::os::process_start_time(pid)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            let _ = std::fs::write(dir.join(pid.to_string()), format!("{request_id} {started}"));
         }
     }
 
@@ -358,12 +373,31 @@ impl Registry {
         };
         let mut killed = 0;
         for e in entries.flatten() {
-            if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
-                if crate::os::group_alive(pid)
+            let pid = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
+            let recorded = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let started: Option<u64> = recorded
+                .split_whitespace()
+                .nth(1)
+                .and_then(|t| t.parse().ok());
+            if let Some(pid) = pid {
+                // A live process with this pid must be the very one we started (same start
+                // time); otherwise the pid was reused and the group is not ours. With the
+                // leader gone, members left in its group are ours: Linux does not reuse a pid
+                // while a process group still carries it.
+                let same = match (started, crate::os::process_start_time(pid)) {
+                    (Some(was), Some(is)) => was == is,
+                    _ => true,
+                };
+                if same
+                    && crate::os::group_alive(pid)
                     && crate::os::kill_group(pid, crate::os::Signal::Kill)
                 {
                     log::warn!("killed process group {pid} left running by a previous start");
                     killed += 1;
+                } else if !same {
+                    log::info!(
+                        "pid {pid} of a previous start now belongs to another process; left alone"
+                    );
                 }
             }
             let _ = std::fs::remove_file(e.path());

@@ -1,7 +1,11 @@
 //! The server: bind, a fixed pool of worker threads pulling requests off tiny_http, each
 //! request run under `catch_unwind` so a panic costs one request (answered 500) and never a
-//! worker; and an orderly shutdown. Workers only read, authenticate, route and answer short
-//! requests; anything that waits on the CLI is handed to a run thread (`spawn_run`).
+//! worker; and an orderly shutdown. Workers only authenticate, route and answer short
+//! requests; anything that reads a body or waits on the CLI is handed to a run thread
+//! (`spawn_run`). We bind the listening socket ourselves and give it read and write timeouts
+//! (`idle_timeout`), which every accepted connection inherits: tiny_http sets none, so without
+//! them an idle or stalled client held a connection thread, and a client that stopped reading
+//! held a writer, for ever.
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -57,8 +61,18 @@ pub fn start(config: Config) -> Result<Running, String> {
         )
     })?;
     let bind = format!("{}:{}", config.host, config.port);
-    let server = tiny_http::Server::http(&bind)
+    let listener = std::net::TcpListener::bind(&bind)
         .map_err(|e| format!("cannot listen on {bind}: {e}; is the port taken? try --port"))?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let idle = config.idle_timeout;
+        if !crate::os::set_socket_timeouts(listener.as_raw_fd(), idle, idle) {
+            log::warn!("could not set socket timeouts; idle clients will not be disconnected");
+        }
+    }
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
     let addr = server
         .server_addr()
         .to_ip()
@@ -163,6 +177,7 @@ fn worker(server: &tiny_http::Server, app: &Arc<App>, stop: &AtomicBool) {
         let Ok(rq) = rq else { continue };
         let mut ex = Exchange::new(rq);
         ex.track(&app.inflight);
+        ex.metrics = Some(app.metrics.clone());
         // The exchange answers 500 by itself if the handler panics (see exchange.rs).
         let _ = catch_unwind(AssertUnwindSafe(|| crate::router::route(app, ex)));
     }

@@ -35,6 +35,21 @@ impl Tokens {
     pub fn total(&self) -> u64 {
         self.input + self.output + self.cache_read + self.cache_write
     }
+
+    /// The sum over the models of a result's `modelUsage` (camelCase per-model totals).
+    pub fn from_model_usage(model_usage: &Value) -> Tokens {
+        let mut t = Tokens::default();
+        for m in model_usage.as_object().into_iter().flat_map(|o| o.values()) {
+            let n = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0);
+            t.add(&Tokens {
+                input: n("inputTokens"),
+                output: n("outputTokens"),
+                cache_read: n("cacheReadInputTokens"),
+                cache_write: n("cacheCreationInputTokens"),
+            });
+        }
+        t
+    }
 }
 
 /// A permission the CLI refused, as listed in the result line.
@@ -199,7 +214,7 @@ fn parse_result(v: &Value) -> ResultLine {
         errors,
         session_id: s("session_id"),
         cost_usd: v.get("total_cost_usd").and_then(Value::as_f64),
-        tokens: v.get("usage").map(Tokens::from_usage).unwrap_or_default(),
+        tokens: result_tokens(v),
         denials,
         model,
         num_turns: v.get("num_turns").and_then(Value::as_u64).unwrap_or(0),
@@ -207,6 +222,18 @@ fn parse_result(v: &Value) -> ResultLine {
         terminal_reason: s("terminal_reason"),
         api_error_status: v.get("api_error_status").and_then(Value::as_u64),
     }
+}
+
+/// A result's tokens: its `usage`; when that is all zero while `modelUsage` has counts (the
+/// `error_max_budget_usd` result of 2.1.330 reports zero `usage`), the sum of `modelUsage`.
+fn result_tokens(v: &Value) -> Tokens {
+    let usage = v.get("usage").map(Tokens::from_usage).unwrap_or_default();
+    if usage.total() > 0 {
+        return usage;
+    }
+    v.get("modelUsage")
+        .map(Tokens::from_model_usage)
+        .unwrap_or_default()
 }
 
 /// Usage seen so far in the partial-message stream, for runs that end without a result
@@ -251,6 +278,9 @@ mod tests {
     const DENIED: &str = include_str!("../../tests/fixtures/f2_tool_default_stream.stdout.jsonl");
     const API_ERROR: &str =
         include_str!("../../tests/fixtures/g2_api_error_500_stream.stdout.jsonl");
+    const BUDGET: &str = include_str!("../../tests/fixtures/g11_max_budget_partial.stdout.jsonl");
+    const BUDGET_PLAIN: &str =
+        include_str!("../../tests/fixtures/g11b_max_budget_stream.stdout.jsonl");
 
     fn lines(s: &str) -> Vec<Line> {
         s.lines().map(parse_line).collect()
@@ -327,5 +357,32 @@ mod tests {
         };
         assert!(!r.ok());
         assert_eq!(r.error_text(), "Reached maximum number of turns (1)");
+    }
+
+    #[test]
+    fn max_budget_result_has_its_tokens_in_model_usage() {
+        // Captured from 2.1.330 with --max-budget-usd below the cost of the first API call.
+        for capture in [BUDGET, BUDGET_PLAIN] {
+            let Some(Line::Result(r)) = lines(capture).pop() else {
+                panic!("no result")
+            };
+            assert_eq!(r.subtype, "error_max_budget_usd");
+            assert!(r.is_error && !r.ok());
+            assert_eq!(r.result, None);
+            assert_eq!(r.terminal_reason.as_deref(), Some("budget_exhausted"));
+            assert!(
+                r.error_text().starts_with("Reached maximum budget ($"),
+                "{}",
+                r.error_text()
+            );
+            assert!(r.cost_usd.unwrap() > 0.8);
+            assert_eq!(
+                r.tokens.input, 200_000,
+                "from modelUsage: usage is all zero"
+            );
+        }
+        let mut usage = UsageSoFar::default();
+        lines(BUDGET).iter().for_each(|l| usage.observe(l));
+        assert_eq!(usage.tokens().input, 200_000);
     }
 }

@@ -93,6 +93,9 @@ pub struct Outcome {
     pub stderr_tail: Vec<String>,
     pub bytes_out: u64,
     pub duration: Duration,
+    /// The CLI printed its result line but did not exit within `result_grace`: its group was
+    /// killed (a known upstream bug; the run still counts as ended normally).
+    pub hung_after_result: bool,
 }
 
 impl Outcome {
@@ -318,6 +321,7 @@ pub fn run(
         stderr_tail: Vec::new(),
         bytes_out: 0,
         duration: Duration::ZERO,
+        hung_after_result: false,
     };
     let mut usage = UsageSoFar::default();
     let mut saw_delta = false;
@@ -339,6 +343,7 @@ pub fn run(
         if let Some(at) = result_at {
             if now.duration_since(at) >= limits.result_grace {
                 log::warn!("claude printed its result but did not exit; killing its process group");
+                out.hung_after_result = true;
                 break None;
             }
         }

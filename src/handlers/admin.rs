@@ -76,7 +76,7 @@ pub fn login(app: &App, mut ex: Exchange) {
         return ex.error(e);
     }
     let secret = ex
-        .read_body(LOGIN_BODY_MAX)
+        .read_body(LOGIN_BODY_MAX, ex.started + app.config.body_timeout)
         .and_then(|b| Body::parse(&b))
         .and_then(|b| b.string("key"));
     let secret = match secret {

@@ -4,7 +4,9 @@
 pub mod admin;
 pub mod docs;
 pub mod health;
+pub mod metrics;
 pub mod models;
 pub mod openapi;
+pub mod processes;
 pub mod session;
 pub mod task;

@@ -15,18 +15,31 @@ use crate::error::ApiError;
 use crate::events::Event;
 use crate::exchange::Exchange;
 use crate::handlers::task::read_body;
+use crate::options::bounded_string;
 use crate::reply::Reply;
 use crate::sessions::{Kind, Session};
 use crate::stream::{self, Mode};
 
-pub fn start(app: &Arc<App>, ex: &mut Exchange, key_id: &str) -> Result<Reply, ApiError> {
+/// `POST /session/start`, on a run thread (it reads a body).
+pub fn start(app: &Arc<App>, ex: Exchange, key_id: String) {
+    let app = app.clone();
+    crate::server::spawn_run("session-start", move || {
+        let mut ex = ex;
+        match create(&app, &mut ex, &key_id) {
+            Ok(r) => ex.respond(r),
+            Err(e) => ex.error(e),
+        }
+    });
+}
+
+fn create(app: &Arc<App>, ex: &mut Exchange, key_id: &str) -> Result<Reply, ApiError> {
     let body = read_body(app, ex)?;
     let model = body.opt_string("model")?.unwrap_or_else(|| "sonnet".into());
     args::validate_model(&model).map_err(ApiError::bad_request)?;
     let timeout = body
         .opt_u64("timeout_secs", 1, app.config.max_timeout_secs)?
         .unwrap_or(app.config.default_timeout_secs);
-    let system_prompt = body.opt_string("system_prompt")?;
+    let system_prompt = bounded_string(&body, "system_prompt")?;
     let id = uuid::Uuid::new_v4().to_string();
     let (workdir, owns) = match body.opt_string("workdir")? {
         Some(w) => (app.confine_workdir(key_id, &w)?, false),
@@ -78,26 +91,26 @@ pub fn start(app: &Arc<App>, ex: &mut Exchange, key_id: &str) -> Result<Reply, A
     })))
 }
 
-pub fn post(app: &Arc<App>, mut ex: Exchange, key_id: String, id: String) {
-    let req = read_body(app, &mut ex).and_then(|body| {
-        let req = TurnRequest::from_body(
-            app,
-            &body,
-            &key_id,
-            &id,
-            &ex.request_id,
-            &ex.path,
-            ex.started,
-        )?;
-        conversation::find(app, &key_id, &id)?;
-        Ok(req)
-    });
-    let req = match req {
-        Ok(r) => r,
-        Err(e) => return ex.error(e),
-    };
+pub fn post(app: &Arc<App>, ex: Exchange, key_id: String, id: String) {
     let app = app.clone();
     crate::server::spawn_run("session-turn", move || {
+        let mut ex = ex;
+        let req = read_body(&app, &mut ex).and_then(|body| {
+            conversation::find(&app, &key_id, &id)?;
+            TurnRequest::from_body(
+                &app,
+                &body,
+                &key_id,
+                &id,
+                &ex.request_id,
+                &ex.path,
+                ex.started,
+            )
+        });
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => return ex.error(e),
+        };
         match conversation::prepare(&app, &req) {
             Err(e) => ex.error(e),
             Ok((turn, job)) => {
@@ -111,28 +124,29 @@ pub fn post(app: &Arc<App>, mut ex: Exchange, key_id: String, id: String) {
     });
 }
 
-pub fn stream(app: &Arc<App>, mut ex: Exchange, key_id: String, id: String) {
-    let prepared = read_body(app, &mut ex).and_then(|body| {
-        let mode = Mode::parse(body.opt_string("stream_mode")?.as_deref())?;
-        let req = TurnRequest::from_body(
-            app,
-            &body,
-            &key_id,
-            &id,
-            &ex.request_id,
-            &ex.path,
-            ex.started,
-        )?;
-        conversation::find(app, &key_id, &id)?;
-        let place = stream::take_place(app)?;
-        Ok((req, mode, place))
-    });
-    let (req, mode, place) = match prepared {
-        Ok(p) => p,
-        Err(e) => return ex.error(e),
-    };
+pub fn stream(app: &Arc<App>, ex: Exchange, key_id: String, id: String) {
     let app = app.clone();
     crate::server::spawn_run("session-sse", move || {
+        let mut ex = ex;
+        let prepared = read_body(&app, &mut ex).and_then(|body| {
+            let mode = Mode::parse(body.opt_string("stream_mode")?.as_deref())?;
+            conversation::find(&app, &key_id, &id)?;
+            let req = TurnRequest::from_body(
+                &app,
+                &body,
+                &key_id,
+                &id,
+                &ex.request_id,
+                &ex.path,
+                ex.started,
+            )?;
+            let place = stream::take_place(&app)?;
+            Ok((req, mode, place))
+        });
+        let (req, mode, place) = match prepared {
+            Ok(p) => p,
+            Err(e) => return ex.error(e),
+        };
         match conversation::prepare(&app, &req) {
             Err(e) => ex.error(e),
             Ok((turn, job)) => {
@@ -200,37 +214,40 @@ pub fn delete(app: &Arc<App>, ex: &Exchange, key_id: &str, id: &str) -> Result<R
     ))
 }
 
-pub fn approve(app: &Arc<App>, mut ex: Exchange, key_id: String, id: String) {
-    let ids = read_body(app, &mut ex).and_then(|body| {
-        let ids = body.opt_strings("tool_use_ids")?;
-        if ids.as_ref().is_some_and(|v| v.is_empty()) {
-            return Err(ApiError::bad_request(
-                "`tool_use_ids` must not be empty; leave it out to approve every pending denial",
-            ));
-        }
-        conversation::find(app, &key_id, &id)?;
-        Ok(ids)
-    });
-    let ids = match ids {
-        Ok(i) => i,
-        Err(e) => return ex.error(e),
-    };
-    let a = Approval {
-        key_id,
-        session_id: id,
-        tool_use_ids: ids,
-        request_id: ex.request_id.clone(),
-        route: ex.path.clone(),
-        arrived: ex.started,
-    };
+pub fn approve(app: &Arc<App>, ex: Exchange, key_id: String, id: String) {
     let app = app.clone();
-    crate::server::spawn_run("approve", move || match approval::prepare(&app, &a) {
-        Err(e) => ex.error(e),
-        Ok((turn, job, keep)) => {
-            let f = conversation::run(&app, job, turn, keep);
-            match f.error {
-                Some(e) => ex.error(e),
-                None => ex.respond(Reply::ok(&f.response)),
+    crate::server::spawn_run("approve", move || {
+        let mut ex = ex;
+        let ids = read_body(&app, &mut ex).and_then(|body| {
+            let ids = body.opt_strings("tool_use_ids")?;
+            if ids.as_ref().is_some_and(|v| v.is_empty()) {
+                return Err(ApiError::bad_request(
+                    "`tool_use_ids` must not be empty; leave it out to approve every pending denial",
+                ));
+            }
+            conversation::find(&app, &key_id, &id)?;
+            Ok(ids)
+        });
+        let ids = match ids {
+            Ok(i) => i,
+            Err(e) => return ex.error(e),
+        };
+        let a = Approval {
+            key_id,
+            session_id: id,
+            tool_use_ids: ids,
+            request_id: ex.request_id.clone(),
+            route: ex.path.clone(),
+            arrived: ex.started,
+        };
+        match approval::prepare(&app, &a) {
+            Err(e) => ex.error(e),
+            Ok((turn, job, keep)) => {
+                let f = conversation::run(&app, job, turn, keep);
+                match f.error {
+                    Some(e) => ex.error(e),
+                    None => ex.respond(Reply::ok(&f.response)),
+                }
             }
         }
     });

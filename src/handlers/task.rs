@@ -1,5 +1,6 @@
-//! `POST /task`: one prompt, one CLI run, one JSON answer. The request is validated on the
-//! worker; the run, the answer and the audit line happen on a run thread. Without a
+//! `POST /task`: one prompt, one CLI run, one JSON answer. The worker only hands the request to
+//! a run thread (the router has checked the key, its rate limit and budget); there the body is
+//! read and validated, the CLI runs, and the answer and the audit line are written. Without a
 //! `workdir` the task gets a fresh directory under the base workdir, removed afterwards.
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use crate::claude::{args, Conversation, Flow, RunSpec};
 use crate::error::ApiError;
 use crate::exchange::Exchange;
 use crate::input::Body;
+use crate::options::{bounded_string, AgentOptions};
 use crate::reply::Reply;
 use crate::runner::{self, Job};
 use crate::stream::{self, Mode};
@@ -23,10 +25,12 @@ pub struct TaskRequest {
     pub system_prompt: Option<String>,
     pub workdir: Option<String>,
     pub timeout: Duration,
+    pub options: AgentOptions,
 }
 
 impl TaskRequest {
-    pub fn parse(app: &App, body: &Body) -> Result<TaskRequest, ApiError> {
+    /// The task `body` asks for, on behalf of `key_id` (whose budget bounds `max_budget_usd`).
+    pub fn parse(app: &App, body: &Body, key_id: &str) -> Result<TaskRequest, ApiError> {
         let prompt = body.string("prompt")?;
         let model = body.opt_string("model")?.unwrap_or_else(|| "sonnet".into());
         args::validate_model(&model).map_err(ApiError::bad_request)?;
@@ -37,9 +41,10 @@ impl TaskRequest {
         Ok(TaskRequest {
             prompt,
             model,
-            system_prompt: body.opt_string("system_prompt")?,
+            system_prompt: bounded_string(body, "system_prompt")?,
             workdir: body.opt_string("workdir")?,
             timeout: Duration::from_secs(timeout),
+            options: AgentOptions::parse(app, body, key_id)?,
         })
     }
 
@@ -96,6 +101,7 @@ impl TaskRequest {
             app.config.permissions_bypass,
         );
         spec.system_prompt = self.system_prompt.clone();
+        self.options.apply(&mut spec);
         Job {
             request_id: request_id.to_string(),
             key_id: key_id.to_string(),
@@ -112,29 +118,32 @@ impl TaskRequest {
     }
 }
 
-/// Reads and parses a JSON body under the size limit.
+/// Reads and parses a JSON body under the size and time limits. Blocks as long as the client
+/// takes to send it: call it on a run thread, never on a pool worker.
 pub fn read_body(app: &App, ex: &mut Exchange) -> Result<Body, ApiError> {
-    let bytes = ex.read_body(app.config.max_body)?;
+    let deadline = ex.started + app.config.body_timeout;
+    let bytes = ex.read_body(app.config.max_body, deadline)?;
     Body::parse(&bytes)
 }
 
-pub fn post(app: &Arc<App>, mut ex: Exchange, key_id: String) {
-    let prepared = read_body(app, &mut ex).and_then(|body| {
-        let req = TaskRequest::parse(app, &body)?;
-        let session_id = uuid::Uuid::new_v4().to_string();
-        let (cwd, temporary) = req.resolve_workdir(app, &key_id, &session_id)?;
-        Ok((
-            req.job(app, &ex, &key_id, &session_id, cwd.clone()),
-            cwd,
-            temporary,
-        ))
-    });
-    let (job, cwd, temporary) = match prepared {
-        Ok(p) => p,
-        Err(e) => return ex.error(e),
-    };
+pub fn post(app: &Arc<App>, ex: Exchange, key_id: String) {
     let app = app.clone();
     crate::server::spawn_run("task", move || {
+        let mut ex = ex;
+        let prepared = read_body(&app, &mut ex).and_then(|body| {
+            let req = TaskRequest::parse(&app, &body, &key_id)?;
+            let session_id = uuid::Uuid::new_v4().to_string();
+            let (cwd, temporary) = req.resolve_workdir(&app, &key_id, &session_id)?;
+            Ok((
+                req.job(&app, &ex, &key_id, &session_id, cwd.clone()),
+                cwd,
+                temporary,
+            ))
+        });
+        let (job, cwd, temporary) = match prepared {
+            Ok(p) => p,
+            Err(e) => return ex.error(e),
+        };
         let finished = runner::execute(&app, &job, &mut |_| Flow::Continue);
         let kept = crate::conversation::keep_for_approval(&app, &job, &finished, temporary);
         if temporary && !kept {
@@ -148,27 +157,28 @@ pub fn post(app: &Arc<App>, mut ex: Exchange, key_id: String) {
 }
 
 /// `POST /task/stream`: the same task as Server-Sent Events (see `stream/sse.rs`).
-pub fn post_stream(app: &Arc<App>, mut ex: Exchange, key_id: String) {
-    let prepared = read_body(app, &mut ex).and_then(|body| {
-        let mode = Mode::parse(body.opt_string("stream_mode")?.as_deref())?;
-        let req = TaskRequest::parse(app, &body)?;
-        let place = stream::take_place(app)?;
-        let session_id = uuid::Uuid::new_v4().to_string();
-        let (cwd, temporary) = req.resolve_workdir(app, &key_id, &session_id)?;
-        Ok((
-            req.job(app, &ex, &key_id, &session_id, cwd.clone()),
-            mode,
-            place,
-            cwd,
-            temporary,
-        ))
-    });
-    let (job, mode, place, cwd, temporary) = match prepared {
-        Ok(p) => p,
-        Err(e) => return ex.error(e),
-    };
+pub fn post_stream(app: &Arc<App>, ex: Exchange, key_id: String) {
     let app = app.clone();
     crate::server::spawn_run("task-sse", move || {
+        let mut ex = ex;
+        let prepared = read_body(&app, &mut ex).and_then(|body| {
+            let mode = Mode::parse(body.opt_string("stream_mode")?.as_deref())?;
+            let req = TaskRequest::parse(&app, &body, &key_id)?;
+            let place = stream::take_place(&app)?;
+            let session_id = uuid::Uuid::new_v4().to_string();
+            let (cwd, temporary) = req.resolve_workdir(&app, &key_id, &session_id)?;
+            Ok((
+                req.job(&app, &ex, &key_id, &session_id, cwd.clone()),
+                mode,
+                place,
+                cwd,
+                temporary,
+            ))
+        });
+        let (job, mode, place, cwd, temporary) = match prepared {
+            Ok(p) => p,
+            Err(e) => return ex.error(e),
+        };
         let finished = stream::sse::serve(&app, ex, &job, mode, place);
         let kept = finished
             .is_some_and(|f| crate::conversation::keep_for_approval(&app, &job, &f, temporary));

@@ -31,11 +31,12 @@ pub struct Sse {
 }
 
 impl Sse {
-    /// Writes the response head. `chunked` for HTTP/1.1 clients; HTTP/1.0 gets a body that
-    /// ends when the connection closes.
+    /// Writes the response head (with `extra` headers). `chunked` for HTTP/1.1 clients;
+    /// HTTP/1.0 gets a body that ends when the connection closes.
     pub fn start(
         mut w: Box<dyn Write + Send>,
         request_id: &str,
+        extra: &[(String, String)],
         chunked: bool,
     ) -> std::io::Result<Sse> {
         let te = if chunked {
@@ -43,10 +44,11 @@ impl Sse {
         } else {
             ""
         };
+        let extra: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
         write!(
             w,
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n\
-             X-Accel-Buffering: no\r\nConnection: close\r\nX-Request-Id: {request_id}\r\n{te}\r\n"
+             X-Accel-Buffering: no\r\nConnection: close\r\nX-Request-Id: {request_id}\r\n{extra}{te}\r\n"
         )?;
         w.flush()?;
         Ok(Sse { w, chunked })
@@ -100,7 +102,8 @@ pub fn serve(
     };
     let chunked = !ex.is_http10();
     let (req, log) = ex.into_request(200);
-    let Ok(mut sse) = Sse::start(req.into_writer(), &log.request_id, chunked) else {
+    log.count(200);
+    let Ok(mut sse) = Sse::start(req.into_writer(), &log.request_id, &log.headers, chunked) else {
         log.done(200, "client gone before the stream started");
         return None;
     };

@@ -157,7 +157,7 @@ fn one_shot(
     arrived: Instant,
     mode: Mode,
 ) {
-    let prepared = TaskRequest::parse(app, body).and_then(|req| {
+    let prepared = TaskRequest::parse(app, body, &up.key_id).and_then(|req| {
         let session_id = uuid::Uuid::new_v4().to_string();
         let (cwd, temporary) = req.resolve_workdir(app, &up.key_id, &session_id)?;
         let mut job = req.job_for(app, &up.request_id, &up.key_id, &up.path, &session_id, cwd);

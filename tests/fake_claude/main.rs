@@ -17,7 +17,9 @@
 //!   (`<name>` relative to the cwd, or absolute); a failed write is a tool error, as in the
 //!   real CLI (a sandboxed run's Write outside its workdir gets `EACCES`);
 //! - `BASH <command>`: ask for Bash, allowed only by `--allowedTools Bash(<command>)` or bypass;
-//! - `RECALL`: answer with the earlier prompts of this conversation; `BIG <n>`: n bytes.
+//! - `RECALL`: answer with the earlier prompts of this conversation; `BIG <n>`: n bytes;
+//! - `... COST <usd> ...` (anywhere in the prompt): the run reports this cost. With `--max-budget-usd` below the cost, the
+//!   result is the real CLI's `error_max_budget_usd` one (tests/fixtures/g11*), exit 1.
 //!
 //! Sessions behave as the real CLI's: `--session-id` of an existing conversation and
 //! `--resume` of an unknown one fail with the real messages; transcripts live under
@@ -315,7 +317,17 @@ fn main() {
 
     let input = 100 + prompt.len() as u64;
     let output = text.len() as u64;
-    let cost = (input * 3 + output * 15) as f64 / 1_000_000.0;
+    let cost = match words.iter().position(|w| *w == "COST") {
+        Some(i) => word(i + 1).parse().unwrap_or(0.0),
+        None => (input * 3 + output * 15) as f64 / 1_000_000.0,
+    };
+    // As 2.1.330 does: the budget is checked after the API call, so the run costs what it
+    // cost, and the result says the budget was reached (usage all zero, modelUsage set).
+    let over_budget = args
+        .max_budget
+        .as_deref()
+        .and_then(|b| b.parse::<f64>().ok())
+        .filter(|b| cost > *b);
     let mut r = template(PARTIAL, 12);
     r["session_id"] = json!(session_id);
     r["result"] = json!(text);
@@ -328,6 +340,25 @@ fn main() {
     r["modelUsage"] =
         json!({ model.clone(): {"inputTokens": input, "outputTokens": output, "costUSD": cost} });
     r["permission_denials"] = json!(denials);
+    if let Some(budget) = over_budget {
+        let o = r.as_object_mut().expect("object");
+        o.remove("result");
+        o.insert("subtype".into(), json!("error_max_budget_usd"));
+        o.insert("is_error".into(), json!(true));
+        o.insert("terminal_reason".into(), json!("budget_exhausted"));
+        o.insert(
+            "errors".into(),
+            json!([format!("Reached maximum budget (${budget})")]),
+        );
+        for k in [
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        ] {
+            r["usage"][k] = json!(0);
+        }
+    }
     if word(0) == "MAX_TURNS" {
         let o = r.as_object_mut().expect("object");
         o.remove("result");
@@ -347,7 +378,11 @@ fn main() {
         hang();
     }
     record_end();
-    std::process::exit(if word(0) == "MAX_TURNS" { 1 } else { 0 });
+    std::process::exit(if word(0) == "MAX_TURNS" || over_budget.is_some() {
+        1
+    } else {
+        0
+    });
 }
 
 struct Out {

@@ -17,6 +17,10 @@ mod deploy;
 mod docs;
 /// Loopback fakes of Slack's webhook and the Telegram Bot API (support for the plugin tests).
 mod fakes;
+/// Connection hygiene: slow and silent clients, idle sockets, hostile heads and bodies.
+mod hygiene;
+/// Limits: rate limits, budgets, the queue, agent options, watchdogs, processes, metrics.
+mod limits;
 /// GET /models: Models API, settings.json, built-in list; the stale-while-refresh cache.
 mod models;
 /// openapi.yaml: the same routes as the router, every error code, served as written.
