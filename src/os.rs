@@ -57,6 +57,16 @@ pub fn raise_nofile_limit() -> Option<u64> {
     Some(lim.rlim_cur as u64)
 }
 
+/// Raises the accept backlog of a listening socket to `backlog` (the kernel caps it at
+/// `net.core.somaxconn`). std listens with 128: a burst of more new connections than that
+/// overflows the queue, and the kernel drops the extra SYNs, which clients retry only after
+/// a second. Calling listen(2) again on a listening socket only changes its backlog.
+pub fn raise_listen_backlog(listener: &std::net::TcpListener, backlog: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen takes a file descriptor we own (borrowed for the call) and an integer.
+    unsafe { libc::listen(listener.as_raw_fd(), backlog) == 0 }
+}
+
 /// True if standard input is a terminal (interactive questions are asked only then).
 pub fn stdin_is_tty() -> bool {
     // SAFETY: isatty takes a file descriptor number.
