@@ -104,3 +104,31 @@ pub fn catch_shutdown_signals() {
 pub fn shutdown_signals() -> usize {
     SIGNALS.load(std::sync::atomic::Ordering::SeqCst)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    #[test]
+    fn a_raised_backlog_holds_300_pending_connections() {
+        // Never accepted: every connection waits in the queue. With std's 128 the kernel
+        // would drop the SYNs beyond it and these connects would time out.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(raise_listen_backlog(&l, 1024));
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let addr = l.local_addr().unwrap();
+        let n = 300.min(somaxconn);
+        let conns: Vec<TcpStream> = (0..n)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("connection {i} of {n}: {e}"))
+            })
+            .collect();
+        assert_eq!(conns.len(), n);
+    }
+}
