@@ -324,8 +324,7 @@ fn prompt_of(content: &Value) -> Option<String> {
             .iter()
             .filter(|b| b["type"] == "text")
             .filter_map(|b| b["text"].as_str())
-            .filter(|t| !t.trim_start().starts_with("<system-reminder>"))
-            .next_back()
+            .rfind(|t| !t.trim_start().starts_with("<system-reminder>"))
             .map(str::to_string),
         _ => None,
     }
