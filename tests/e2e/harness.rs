@@ -118,6 +118,8 @@ pub struct E2e {
     pub env: Vec<(String, String)>,
     pub marker: String,
     pub home: TempDir,
+    /// The config the server started with, for [`E2e::restart`].
+    config: Config,
 }
 
 impl E2e {
@@ -138,13 +140,15 @@ impl E2e {
             N.fetch_add(1, Ordering::SeqCst)
         );
         let env = cli_env(&mock, home.path(), &marker);
+        let mut config = None;
         let srv = TestServer::with(|cfg| {
             cfg.claude_bin = cli.to_string_lossy().into_owned();
             cfg.claude_env = env.clone();
             // The production defaults: the real CLI gets the grace it would get.
             cfg.kill_grace = Duration::from_secs(2);
             cfg.result_grace = Duration::from_secs(5);
-            f(cfg)
+            f(cfg);
+            config = Some(cfg.clone());
         });
         Some(E2e {
             srv,
@@ -153,7 +157,20 @@ impl E2e {
             env,
             marker,
             home,
+            config: config.expect("the config closure ran"),
         })
+    }
+
+    /// Stops the server and starts it again on the same directories (state, workdir, logs)
+    /// and the same CLI HOME, as a restarted process would. The port changes; `srv.addr`
+    /// follows it.
+    pub fn restart(&mut self) {
+        if let Some(r) = self.srv.running.take() {
+            r.shutdown(Duration::from_secs(5), &|| false);
+        }
+        let running = claudeway::server::start(self.config.clone()).expect("server restarts");
+        self.srv.addr = running.addr;
+        self.srv.running = Some(running);
     }
 
     /// POSTs `body` to `path` as the USER key on another thread (for watching a run in flight).

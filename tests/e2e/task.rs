@@ -109,7 +109,7 @@ fn an_api_error_is_200_with_success_false_and_the_clis_words() {
 #[test]
 fn a_timeout_is_408_leaves_no_process_and_health_saw_the_run() {
     let Some(e) = E2e::start() else { return };
-    let body = json!({"prompt": "SLOW 30 a very slow answer", "timeout_secs": 3});
+    let body = json!({"prompt": "SLOW 30 a very slow answer", "timeout_secs": 5});
     let pending = e.post_in_background("/task", body);
     assert!(
         eventually(Duration::from_secs(20), || !e.cli_processes().is_empty()),
@@ -124,7 +124,7 @@ fn a_timeout_is_408_leaves_no_process_and_health_saw_the_run() {
 
     let r = pending.join().unwrap();
     let msg = r.error(408, "TIMEOUT");
-    assert!(msg.contains("timeout_secs (3)"), "{msg}");
+    assert!(msg.contains("timeout_secs (5)"), "{msg}");
     assert!(
         eventually(Duration::from_secs(10), || e.cli_processes().is_empty()),
         "CLI processes left: {:?}",
@@ -194,4 +194,24 @@ fn a_write_is_denied_without_the_bypass() {
         "{v}"
     );
     assert!(!e.srv.root().join("work/proj/denied.txt").exists());
+}
+
+#[test]
+fn a_restarted_server_runs_tasks_again() {
+    let Some(mut e) = E2e::start() else { return };
+    let before = e
+        .srv
+        .post("/task", Some(USER), &json!({"prompt": "before"}));
+    assert_eq!(before.json()["result"], "echo: before");
+    e.restart();
+    let after = e.srv.post("/task", Some(USER), &json!({"prompt": "after"}));
+    assert_eq!(after.json()["result"], "echo: after", "{}", after.text());
+    // One audit log across the restart.
+    let messages: Vec<Value> = e
+        .srv
+        .audit("user")
+        .iter()
+        .map(|l| l["message"].clone())
+        .collect();
+    assert_eq!(messages, [json!("task completed"), json!("task completed")]);
 }
