@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test lint doc release size bench
+.PHONY: run test lint doc release size bench e2e
 
 ## Start the server (release build) on 0.0.0.0:3000; pass flags with ARGS="--port 8080".
 run:
@@ -44,9 +44,17 @@ size:
 	  test $$size -le $(BUDGET) || (echo "over the 3 MiB budget" >&2; exit 1); \
 	  ! ldd $(BIN) 2>/dev/null | grep -q '=>' || (echo "not static" >&2; exit 1)
 
-## Benchmarks print numbers and never fail the build. Not written yet: see the benchmark issue.
+## End to end with the real claude CLI (pinned in tests/e2e/CLAUDE_CLI_VERSION, installed once
+## into ~/.cache/claudeway-e2e) against our mock of the Anthropic API.
+e2e:
+	@cli="$$(bash tests/e2e/install-cli.sh)" && \
+	CLAUDEWAY_E2E_CLI="$$cli" $(CARGO) test --test e2e
+
+## Benchmarks: the release binary with a fake CLI that answers at once; prints a table
+## (see BENCHMARKS.md). Numbers only, never pass/fail; not part of CI.
 bench:
-	@echo "make bench: the benchmark suite is not written yet (see the benchmark issue)"
+	$(CARGO) build --release --bin claudeway --bin bench --bin bench-claude
+	target/release/bench
 
 .PHONY: web dashboard-test
 ## Rebuild the dashboard from web/ into web/dist/ (committed, so `cargo build` needs no Node).

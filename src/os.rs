@@ -58,6 +58,16 @@ pub fn raise_nofile_limit() -> Option<u64> {
     Some(lim.rlim_cur as u64)
 }
 
+/// Raises the accept backlog of a listening socket to `backlog` (the kernel caps it at
+/// `net.core.somaxconn`). std listens with 128: a burst of more new connections than that
+/// overflows the queue, and the kernel drops the extra SYNs, which clients retry only after
+/// a second. Calling listen(2) again on a listening socket only changes its backlog.
+pub fn raise_listen_backlog(listener: &std::net::TcpListener, backlog: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen takes a file descriptor we own (borrowed for the call) and an integer.
+    unsafe { libc::listen(listener.as_raw_fd(), backlog) == 0 }
+}
+
 /// True if standard input is a terminal (interactive questions are asked only then).
 pub fn stdin_is_tty() -> bool {
     // SAFETY: isatty takes a file descriptor number.
@@ -206,4 +216,32 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     // The command name (field 2) is in parentheses and may hold spaces: count after it.
     let rest = stat.get(stat.rfind(')')? + 1..)?;
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    #[test]
+    fn a_raised_backlog_holds_300_pending_connections() {
+        // Never accepted: every connection waits in the queue. With std's 128 the kernel
+        // would drop the SYNs beyond it and these connects would time out.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(raise_listen_backlog(&l, 1024));
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let addr = l.local_addr().unwrap();
+        let n = 300.min(somaxconn);
+        let conns: Vec<TcpStream> = (0..n)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("connection {i} of {n}: {e}"))
+            })
+            .collect();
+        assert_eq!(conns.len(), n);
+    }
 }

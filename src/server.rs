@@ -22,6 +22,9 @@ use crate::events::Event;
 use crate::exchange::Exchange;
 use crate::plugins::{self, Plugins};
 
+/// Pending connections the kernel queues before accept (capped by `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 1024;
+
 /// A started server.
 pub struct Running {
     pub addr: SocketAddr,
@@ -61,8 +64,14 @@ pub fn start(config: Config) -> Result<Running, String> {
         )
     })?;
     let bind = format!("{}:{}", config.host, config.port);
-    let listener = std::net::TcpListener::bind(&bind)
-        .map_err(|e| format!("cannot listen on {bind}: {e}; is the port taken? try --port"))?;
+    let taken = |e: &dyn std::fmt::Display| {
+        format!("cannot listen on {bind}: {e}; is the port taken? try --port")
+    };
+    let listener = std::net::TcpListener::bind(&bind).map_err(|e| taken(&e))?;
+    // A burst of clients (200 at once) must not overflow std's backlog of 128.
+    if !crate::os::raise_listen_backlog(&listener, LISTEN_BACKLOG) {
+        log::warn!("could not raise the listen backlog to {LISTEN_BACKLOG}");
+    }
     #[cfg(unix)]
     {
         use std::os::fd::AsRawFd;
@@ -71,8 +80,7 @@ pub fn start(config: Config) -> Result<Running, String> {
             log::warn!("could not set socket timeouts; idle clients will not be disconnected");
         }
     }
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    let server = tiny_http::Server::from_listener(listener, None).map_err(|e| taken(&e))?;
     let addr = server
         .server_addr()
         .to_ip()

@@ -256,7 +256,7 @@ pub fn run(
             .ok();
     }
 
-    let (line_tx, lines) = bounded::<(Line, usize)>(1024);
+    let (line_tx, lines) = bounded::<(Line, usize)>(64);
     if let Some(stdout) = stdout {
         std::thread::Builder::new()
             .name("cli-stdout".into())

@@ -337,7 +337,6 @@ fn two_hundred_slow_runs_do_not_block_health() {
                     &[],
                     body.to_string().as_bytes(),
                 )
-                .status
             })
         })
         .collect();
@@ -352,7 +351,8 @@ fn two_hundred_slow_runs_do_not_block_health() {
     }
     std::fs::write(&gate, "").unwrap();
     for h in handles {
-        assert_eq!(h.join().unwrap(), 200);
+        let r = h.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
     }
 }
 

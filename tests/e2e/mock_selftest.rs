@@ -1,0 +1,195 @@
+use serde_json::{json, Value};
+
+use crate::mock::Mock;
+use crate::support::*;
+
+/// Requests exactly as the real CLI 2.1.330 sent them (tests/fixtures).
+const FIRST_TURN: &str = include_str!("../fixtures/messages_first_turn.request.json");
+const RESUME: &str = include_str!("../fixtures/messages_resume.requests.jsonl");
+const TOOL_RESULT: &str = include_str!("../fixtures/messages_tool_result.requests.jsonl");
+
+fn captured(text: &str, line: usize) -> (Vec<(String, String)>, Value) {
+    let v: Value = serde_json::from_str(text.lines().nth(line).unwrap()).unwrap();
+    let headers = v["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !["Content-Length", "Host", "Connection"].contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    (headers, v["body"].clone())
+}
+
+/// POSTs `body` as the CLI would and returns (status, SSE events or the JSON body).
+fn post(mock: &Mock, headers: &[(String, String)], body: &Value) -> (u16, Vec<Value>) {
+    let h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let r = request(
+        mock.addr,
+        "POST",
+        "/v1/messages?beta=true",
+        None,
+        &h,
+        body.to_string().as_bytes(),
+    );
+    let events = if r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/event-stream"))
+    {
+        let text = r.text();
+        let mut out = Vec::new();
+        for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+            let kind = block
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap();
+            let data: Value = serde_json::from_str(
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(data["type"], kind, "{block}");
+            out.push(data);
+        }
+        out
+    } else {
+        vec![r.json()]
+    };
+    (r.status, events)
+}
+
+fn text_of(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter_map(|e| e.pointer("/delta/text").and_then(Value::as_str))
+        .collect()
+}
+
+fn with_prompt(body: &Value, prompt: &str) -> Value {
+    let mut b = body.clone();
+    let content = b["messages"][0]["content"].as_array_mut().unwrap();
+    let last = content.len() - 1;
+    content[last]["text"] = json!(prompt);
+    b
+}
+
+#[test]
+fn the_first_turn_as_the_cli_sends_it_gets_a_streamed_echo() {
+    let mock = Mock::start();
+    let req: Value = serde_json::from_str(FIRST_TURN).unwrap();
+    let headers: Vec<(String, String)> = req["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !["Content-Length", "Host", "Connection"].contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let (status, events) = post(&mock, &headers, &req["body"]);
+    assert_eq!(status, 200);
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"message_start"));
+    assert_eq!(kinds.last(), Some(&"message_stop"));
+    assert_eq!(text_of(&events), "echo: hello");
+    assert_eq!(events[0]["message"]["model"], req["body"]["model"]);
+    let start = &events[0]["message"]["usage"];
+    let delta = &events[events.len() - 2];
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta["usage"]["input_tokens"], start["input_tokens"]);
+    let rec = &mock.requests()[0];
+    assert_eq!(rec.prompt.as_deref(), Some("hello"));
+    assert_eq!(
+        rec.session_id(),
+        Some("ecfdecec-4200-4f36-89e6-c806946221a0")
+    );
+    assert_eq!(
+        rec.usage.as_ref().unwrap()["output_tokens"],
+        delta["usage"]["output_tokens"]
+    );
+}
+
+#[test]
+fn recall_tools_errors_and_non_streaming() {
+    let mock = Mock::start();
+    // A resumed conversation: user, system, assistant, user.
+    let (h, body) = captured(RESUME, 0);
+    let (_, ev) = post(&mock, &h, &with_prompt_last(&body, "RECALL"));
+    assert_eq!(text_of(&ev), "earlier prompts: my name is Zed");
+
+    // A Write call into the CLI's working directory, then the tool result's turn.
+    let (h, body) = captured(TOOL_RESULT, 0);
+    let (_, ev) = post(
+        &mock,
+        &h,
+        &with_prompt(&body, "USE_TOOL_WRITE f.txt some content"),
+    );
+    let tool = ev
+        .iter()
+        .find(|e| e["content_block"]["type"] == "tool_use")
+        .expect("tool_use block");
+    assert_eq!(tool["content_block"]["name"], "Write");
+    let input: String = ev
+        .iter()
+        .filter_map(|e| e.pointer("/delta/partial_json").and_then(Value::as_str))
+        .collect();
+    let input: Value = serde_json::from_str(&input).unwrap();
+    assert_eq!(
+        input,
+        json!({"file_path": "<CWD>/f.txt", "content": "some content"})
+    );
+    let (_, ev) = post(&mock, &h, &captured(TOOL_RESULT, 1).1);
+    assert!(
+        text_of(&ev).starts_with("tool ok: File created successfully"),
+        "{ev:?}"
+    );
+
+    // API errors in the API's shape; the non-streaming fallback gets one JSON message.
+    let (status, ev) = post(&mock, &h, &with_prompt(&body, "API_ERROR 529"));
+    assert_eq!(status, 529);
+    assert_eq!(ev[0]["error"]["type"], "overloaded_error");
+    let (_, ev) = post(&mock, &h, &with_prompt(&body, "STREAM_ERROR x"));
+    assert_eq!(ev.last().unwrap()["type"], "error");
+    let mut plain = with_prompt(&body, "STREAM_ERROR x");
+    plain["stream"] = json!(false);
+    let (status, ev) = post(&mock, &h, &plain);
+    assert_eq!(status, 200);
+    assert_eq!(ev[0]["content"][0]["text"], "echo: STREAM_ERROR x");
+    assert!(ev[0]["usage"]["input_tokens"].as_u64().unwrap() > 2000);
+}
+
+fn with_prompt_last(body: &Value, prompt: &str) -> Value {
+    let mut b = body.clone();
+    let messages = b["messages"].as_array_mut().unwrap();
+    let last = messages.len() - 1;
+    messages[last]["content"][0]["text"] = json!(prompt);
+    b
+}
+
+#[test]
+fn probes_and_models_are_answered() {
+    let mock = Mock::start();
+    let r = request(mock.addr, "HEAD", "/api/hello", None, &[], b"");
+    assert_eq!(r.status, 200);
+    let r = request(mock.addr, "GET", "/v1/models?limit=100", None, &[], b"");
+    assert_eq!(r.status, 200);
+    let ids: Vec<String> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.contains(&"claude-sonnet-5-5".to_string()), "{ids:?}");
+    let r = request(
+        mock.addr,
+        "POST",
+        "/v1/messages/count_tokens",
+        None,
+        &[],
+        b"{}",
+    );
+    assert!(r.json()["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(mock.requests().len(), 3);
+}
