@@ -145,7 +145,7 @@ const STDERR_LINES: usize = 20;
 /// How often the loop wakes up when nothing happens, to check the child and the clock.
 const TICK: Duration = Duration::from_millis(100);
 /// The child exited but something (a grandchild) still holds stdout open: wait this long.
-const ORPHAN_STDOUT_GRACE: Duration = Duration::from_secs(1);
+const ORPHAN_STDOUT_GRACE: Duration = Duration::from_secs(2);
 
 /// A child in its own process group. Dropping it kills the group and reaps the child, so
 /// no path (early return, panic) can leak a process.
@@ -187,6 +187,42 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// Folds one stdout line into what the run has seen so far.
+#[allow(clippy::too_many_arguments)]
+fn absorb(
+    out: &mut Outcome,
+    usage: &mut UsageSoFar,
+    saw_delta: &mut bool,
+    result_at: &mut Option<Instant>,
+    bytes: &AtomicU64,
+    line: &Line,
+    n: usize,
+) {
+    out.bytes_out += n as u64;
+    bytes.fetch_add(n as u64, Ordering::Relaxed);
+    usage.observe(line);
+    match line {
+        Line::Init { session_id, model } => {
+            out.session_id = session_id.clone();
+            out.model = model.clone();
+        }
+        Line::Result(r) => {
+            out.result = Some(r.clone());
+            *result_at = Some(Instant::now());
+        }
+        Line::Garbage(g) => log::debug!("claude printed a non-JSON line: {g}"),
+        _ => {}
+    }
+    if let Some(d) = line.text_delta() {
+        *saw_delta = true;
+        out.text.push_str(d);
+    } else if !*saw_delta {
+        if let Some(t) = line.assistant_text() {
+            out.text.push_str(t);
+        }
     }
 }
 
@@ -348,8 +384,11 @@ pub fn run(
             }
         }
         if group.try_exit().is_some() {
+            // Exited, but stdout is still open: a process that left the group holds it. Lines
+            // may still be coming (a loaded machine schedules the reader late), so wait for a
+            // quiet spell, not just for the exit to be old.
             let at = *exited_at.get_or_insert(now);
-            if now.duration_since(at) >= ORPHAN_STDOUT_GRACE {
+            if now.duration_since(at.max(last_output)) >= ORPHAN_STDOUT_GRACE {
                 break None;
             }
         }
@@ -365,29 +404,7 @@ pub fn run(
                 Ok((line, n)) => {
                     last_output = Instant::now();
                     last_beat = last_output;
-                    out.bytes_out += n as u64;
-                    bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    usage.observe(&line);
-                    match &line {
-                        Line::Init { session_id, model } => {
-                            out.session_id = session_id.clone();
-                            out.model = model.clone();
-                        }
-                        Line::Result(r) => {
-                            out.result = Some(r.clone());
-                            result_at = Some(Instant::now());
-                        }
-                        Line::Garbage(g) => log::debug!("claude printed a non-JSON line: {g}"),
-                        _ => {}
-                    }
-                    if let Some(d) = line.text_delta() {
-                        saw_delta = true;
-                        out.text.push_str(d);
-                    } else if !saw_delta {
-                        if let Some(t) = line.assistant_text() {
-                            out.text.push_str(t);
-                        }
-                    }
+                    absorb(&mut out, &mut usage, &mut saw_delta, &mut result_at, bytes, &line, n);
                     if sink(RunEvent::Line(&line)) == Flow::Stop {
                         break Some(End::ClientGone);
                     }
@@ -418,6 +435,22 @@ pub fn run(
                 }
             }
             group.terminate(limits.kill_grace);
+            // The group is dead: what it printed is still in the pipe or the channel. Take it
+            // all, so that a result line is never lost to timing.
+            while let Ok((line, n)) = lines.recv_timeout(Duration::from_millis(500)) {
+                absorb(
+                    &mut out,
+                    &mut usage,
+                    &mut saw_delta,
+                    &mut result_at,
+                    bytes,
+                    &line,
+                    n,
+                );
+                if sink(RunEvent::Line(&line)) == Flow::Stop {
+                    break;
+                }
+            }
         }
     }
     out.exit_code = group.exit.and_then(|s| s.code());
