@@ -24,6 +24,8 @@ pub struct App {
     pub sessions: Store,
     /// Open SSE and WebSocket streams.
     pub streams: crate::stream::StreamCount,
+    /// Where each SDK (`/v1/*`) conversation stands.
+    pub threads: crate::sdk::threads::Threads,
     pub started: Instant,
     /// Secret values to scrub from anything shown to a client or logged.
     pub secrets: Vec<String>,
@@ -48,6 +50,8 @@ impl App {
         );
         let gate = Gate::new(config.max_concurrent, config.max_queue);
         let registry = Registry::new(Some(config.state_dir.join("pids")));
+        let threads =
+            crate::sdk::threads::Threads::open(&config.state_dir, |id| sessions.get(id).is_some());
         App {
             config,
             audit,
@@ -56,6 +60,7 @@ impl App {
             bus: Bus::default(),
             sessions,
             streams: Default::default(),
+            threads,
             started: Instant::now(),
             secrets,
             env_remove,

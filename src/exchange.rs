@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tiny_http::{Header, Method, Request, Response};
 
-use crate::error::{ApiError, Kind};
+use crate::error::{ApiError, Kind, Shape};
 use crate::reply::Reply;
 
 pub struct Exchange {
@@ -22,6 +22,8 @@ pub struct Exchange {
     pub query: String,
     pub started: Instant,
     pub key_id: Option<String>,
+    /// The shape errors are answered in (the SDK routes speak their API's).
+    pub shape: Shape,
     /// The status answered, for the log line.
     status: u16,
 }
@@ -41,6 +43,7 @@ impl Exchange {
             query,
             started: Instant::now(),
             key_id: None,
+            shape: Shape::Native,
             status: 0,
         }
     }
@@ -143,7 +146,8 @@ impl Exchange {
     }
 
     pub fn error(self, e: ApiError) {
-        self.respond(Reply::from(e));
+        let shape = self.shape;
+        self.respond(Reply::error(e, shape));
     }
 
     /// Hands the raw request to a stream (SSE, WebSocket) that writes its own bytes.
@@ -217,9 +221,10 @@ impl Drop for Exchange {
                 query: String::new(),
                 started: self.started,
                 key_id: self.key_id.take(),
+                shape: self.shape,
                 status: 0,
             };
-            placeholder.respond(Reply::from(e));
+            placeholder.error(e);
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod reply;
 pub mod router;
 pub mod runner;
 pub mod runs;
+pub mod sdk;
 pub mod server;
 pub mod sessions;
 pub mod stream;

@@ -22,6 +22,8 @@ pub enum Access {
     Key,
     /// Any API key, as Bearer or as the WebSocket subprotocol `claudeway.bearer.<secret>`.
     KeyOrWsProtocol,
+    /// Any API key, as Bearer or as `x-api-key` (the SDK routes, `/v1/*`).
+    KeyOrApiKey,
 }
 
 /// One route: method, path pattern (`{name}` matches one segment), access.
@@ -53,6 +55,10 @@ pub const ROUTES: &[Route] = &[
     r("DELETE", "/session/{id}", Access::Key),
     r("POST", "/session/{id}/stream", Access::Key),
     r("POST", "/session/{id}/approve", Access::Key),
+    r("POST", "/v1/chat/completions", Access::KeyOrApiKey),
+    r("POST", "/v1/messages", Access::KeyOrApiKey),
+    r("GET", "/v1/models", Access::KeyOrApiKey),
+    r("GET", "/v1/models/{id}", Access::KeyOrApiKey),
 ];
 
 /// True if `path` matches `pattern` segment by segment.
@@ -72,6 +78,7 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
     if app.config.test_routes && path == "/__test/panic" {
         panic!("the test suite asked for a panic");
     }
+    ex.shape = crate::sdk::shape_for(&ex);
 
     // A literal route wins over a pattern (`/session/start` is not a session id).
     let literal: Vec<&Route> = ROUTES.iter().filter(|r| r.path == path).collect();
@@ -95,11 +102,11 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
 
     let key_id = match route.access {
         Access::Public => None,
-        Access::Key | Access::KeyOrWsProtocol => {
-            let also = if route.access == Access::Key {
-                Also::Nothing
-            } else {
-                Also::WebSocketProtocol
+        Access::Key | Access::KeyOrWsProtocol | Access::KeyOrApiKey => {
+            let also = match route.access {
+                Access::KeyOrWsProtocol => Also::WebSocketProtocol,
+                Access::KeyOrApiKey => Also::ApiKeyHeader,
+                _ => Also::Nothing,
             };
             match auth::authenticate(app, &ex, also) {
                 Ok(id) => Some(id),
@@ -131,6 +138,10 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         ("POST", ["session", id, "approve"]) => {
             handlers::session::approve(app, ex, key_id, id.to_string())
         }
+        ("POST", ["v1", "chat", "completions"]) => handlers::sdk::chat_completions(app, ex, key_id),
+        ("POST", ["v1", "messages"]) => handlers::sdk::messages(app, ex, key_id),
+        ("GET", ["v1", "models"]) => ex.respond(handlers::sdk::models()),
+        ("GET", ["v1", "models", id]) => reply(ex, |_| handlers::sdk::model(id)),
         _ => ex.error(ApiError::not_found(format!("no route {path}"))),
     }
 }

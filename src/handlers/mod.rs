@@ -2,5 +2,6 @@
 //! directly: they call `runner`, `sessions`, `audit`, `paths`.
 
 pub mod health;
+pub mod sdk;
 pub mod session;
 pub mod task;

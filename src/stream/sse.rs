@@ -34,15 +34,28 @@ impl Sse {
     /// Writes the response head. `chunked` for HTTP/1.1 clients; HTTP/1.0 gets a body that
     /// ends when the connection closes.
     pub fn start(
-        mut w: Box<dyn Write + Send>,
+        w: Box<dyn Write + Send>,
         request_id: &str,
         chunked: bool,
     ) -> std::io::Result<Sse> {
-        let te = if chunked {
-            "Transfer-Encoding: chunked\r\n"
+        Sse::start_with(w, request_id, chunked, &[])
+    }
+
+    /// [`Sse::start`] with more response headers (names and values are ours, never a client's).
+    pub fn start_with(
+        mut w: Box<dyn Write + Send>,
+        request_id: &str,
+        chunked: bool,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Sse> {
+        let mut te = if chunked {
+            "Transfer-Encoding: chunked\r\n".to_string()
         } else {
-            ""
+            String::new()
         };
+        for (k, v) in headers {
+            te.push_str(&format!("{k}: {v}\r\n"));
+        }
         write!(
             w,
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n\
@@ -66,6 +79,11 @@ impl Sse {
     /// Sends one event; false if the client is gone.
     pub fn event(&mut self, name: &str, data: &str) -> bool {
         self.send(format_event(name, data).as_bytes())
+    }
+
+    /// Sends text already in SSE form (nothing when empty); false if the client is gone.
+    pub fn raw(&mut self, text: &str) -> bool {
+        text.is_empty() || self.send(text.as_bytes())
     }
 
     /// Sends a comment line (a heartbeat); false if the client is gone.
