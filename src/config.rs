@@ -280,10 +280,12 @@ impl Config {
                             plugin_tables.insert(plugin, table);
                         }
                     }
-                    other => return Err(format!(
+                    other => {
+                        return Err(format!(
                         "{}: unknown section [{other}]; known: server, claude, keys, sdk, plugins",
                         path.display()
-                    )),
+                    ))
+                    }
                 }
             }
             cfg.config_file = Some(path);

@@ -15,7 +15,14 @@
 //! - `WRITE <name> <content...>`: ask for the Write tool; without bypass or
 //!   `--allowedTools Write` it is denied (as the real CLI does), otherwise the file is written;
 //! - `BASH <command>`: ask for Bash, allowed only by `--allowedTools Bash(<command>)` or bypass;
-//! - `RECALL`: answer with the earlier prompts of this conversation; `BIG <n>`: n bytes.
+//! - `RECALL`: answer with the earlier prompts of this conversation; `BIG <n>`: n bytes;
+//! - `TOOL_STREAM ...`: a first model turn that writes text and calls a tool, then the answer
+//!   in a second turn (the partial events of tests/fixtures/f1c_*, as a run with tools prints);
+//! - `MAX_TOKENS ...`: the result says `stop_reason: "max_tokens"`.
+//!
+//! With `--input-format stream-json` the prompt is the text of the user message lines on
+//! stdin, and each image block adds ` [image <media_type> <base64 length>]` to the answer
+//! (tests/fixtures/h4_stdin_images.* is the format, captured from the real CLI).
 //!
 //! Sessions behave as the real CLI's: `--session-id` of an existing conversation and
 //! `--resume` of an unknown one fail with the real messages; transcripts live under
@@ -33,6 +40,7 @@ use serde_json::{json, Value};
 const PARTIAL: &str = include_str!("../fixtures/c_stream_partial.stdout.jsonl");
 const DENIED: &str = include_str!("../fixtures/f2_tool_default_stream.stdout.jsonl");
 const API_ERROR: &str = include_str!("../fixtures/g2_api_error_500_stream.stdout.jsonl");
+const TOOL_TURN: &str = include_str!("../fixtures/f1c_tool_skip_perms_partial.stdout.jsonl");
 
 #[derive(Default, Debug)]
 struct Args {
@@ -46,6 +54,7 @@ struct Args {
     bypass: bool,
     allowed: Vec<String>,
     max_budget: Option<String>,
+    stream_json_input: bool,
 }
 
 fn parse_args(argv: &[String]) -> Args {
@@ -58,6 +67,10 @@ fn parse_args(argv: &[String]) -> Args {
             "--verbose" => a.verbose = true,
             "--output-format" => {
                 a.stream_json = next.as_deref() == Some("stream-json");
+                i += 1;
+            }
+            "--input-format" => {
+                a.stream_json_input = next.as_deref() == Some("stream-json");
                 i += 1;
             }
             "--model" => {
@@ -102,8 +115,12 @@ fn main() {
     let args = parse_args(&argv);
     let mut prompt = String::new();
     let _ = std::io::stdin().read_to_string(&mut prompt);
+    let mut images = Vec::new();
+    if args.stream_json_input {
+        (prompt, images) = user_lines(&prompt);
+    }
     let cwd = std::env::current_dir().unwrap_or_default();
-    record(&argv, &cwd, &prompt);
+    record(&argv, &cwd, &prompt, &images);
 
     if args.stream_json && !args.verbose {
         die("Error: When using --print, --output-format=stream-json requires --verbose");
@@ -239,6 +256,9 @@ fn main() {
         "BIG" => "x".repeat(word(1).parse().unwrap_or(0)),
         _ => format!("echo: {}", prompt.trim_end()),
     };
+    let text: String = std::iter::once(text)
+        .chain(images.iter().map(|i| format!(" [image {i}]")))
+        .collect();
     let mut denials = Vec::new();
     let mut turns = 1;
     if word(0) == "GARBAGE" {
@@ -299,6 +319,17 @@ fn main() {
         user["message"]["content"] = json!([{"type": "tool_result", "content": result_text, "is_error": !allowed, "tool_use_id": id}]);
         out.line(&user);
     }
+    if word(0) == "TOOL_STREAM" {
+        turns = 2;
+        let cwd_text = cwd.to_string_lossy();
+        for i in 2..=21 {
+            let line = TOOL_TURN.lines().nth(i).expect("fixture line");
+            let v: Value = serde_json::from_str(&line.replace("<CWD>", &cwd_text)).expect("JSON");
+            if args.partial || v["type"] != "stream_event" {
+                out.line(&v);
+            }
+        }
+    }
     out.text_block(&text, delay, wait_file.as_deref());
 
     let input = 100 + prompt.len() as u64;
@@ -325,6 +356,9 @@ fn main() {
             "errors".into(),
             json!(["Reached maximum number of turns (1)"]),
         );
+    }
+    if word(0) == "MAX_TOKENS" {
+        r["stop_reason"] = json!("max_tokens");
     }
     if word(0) == "GARBAGE" {
         out.raw("more garbage <html>");
@@ -434,13 +468,41 @@ fn find_transcript(projects: &Path, id: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn record(argv: &[String], cwd: &Path, prompt: &str) {
+/// The text and the images (`<media_type> <base64 length>`) of stream-json user lines.
+fn user_lines(stdin: &str) -> (String, Vec<String>) {
+    let (mut texts, mut images) = (Vec::new(), Vec::new());
+    for line in stdin.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+            die(&format!("Error parsing stream-json input line: {e}"));
+        });
+        match &v["message"]["content"] {
+            Value::String(s) => texts.push(s.clone()),
+            Value::Array(blocks) => {
+                for b in blocks {
+                    match b["type"].as_str() {
+                        Some("text") => texts.push(b["text"].as_str().unwrap_or("").to_string()),
+                        Some("image") => images.push(format!(
+                            "{} {}",
+                            b["source"]["media_type"].as_str().unwrap_or("?"),
+                            b["source"]["data"].as_str().map_or(0, str::len)
+                        )),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (texts.join("\n"), images)
+}
+
+fn record(argv: &[String], cwd: &Path, prompt: &str, images: &[String]) {
     let Ok(dir) = std::env::var("FAKE_CLAUDE_LOG") else {
         return;
     };
     let env: serde_json::Map<String, Value> =
         std::env::vars().map(|(k, v)| (k, json!(v))).collect();
-    let rec = json!({"pid": std::process::id(), "started_ns": now_ns().to_string(), "argv": argv, "cwd": cwd.to_string_lossy(), "prompt": prompt, "env": env});
+    let rec = json!({"pid": std::process::id(), "started_ns": now_ns().to_string(), "argv": argv, "cwd": cwd.to_string_lossy(), "prompt": prompt, "images": images, "env": env});
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(
         Path::new(&dir).join(format!("{}.json", std::process::id())),

@@ -9,6 +9,8 @@ mod audit;
 mod basics;
 /// The real binary: flags, exit codes, the banner, signals.
 mod binary;
+/// The OpenAI/Anthropic-compatible routes: shapes, streams, resumed history, errors, images.
+mod sdk;
 /// Sessions: turns, ownership, restarts, expiry, approvals.
 mod session;
 /// POST /task/stream (SSE) and GET /task/ws (WebSocket).
