@@ -2,8 +2,10 @@
 //! `message` answer, and the named-event stream. One `message_start`, the text blocks of every
 //! model turn numbered 0, 1, 2, … (see `blocks.rs`), one `message_delta` with the run's usage,
 //! one `message_stop`; `ping` as the heartbeat. `tools` are refused (see the module above);
-//! `temperature`, `top_p`, `top_k`, `stop_sequences`, `thinking`, `tool_choice` and
-//! `service_tier` are accepted and ignored; `max_tokens` and `metadata` are checked.
+//! `output_config.format` (structured output) is refused too. The sampling and routing fields
+//! (`temperature`, `top_p`, `top_k`, `stop_sequences`, `thinking`, `tool_choice`,
+//! `output_config.effort`, `service_tier`, `speed`, `cache_control`, …) are accepted and
+//! ignored; `max_tokens` and `metadata` are checked.
 
 use serde_json::{json, Value};
 
@@ -26,7 +28,14 @@ pub fn parse(body: &Body, cfg: &SdkConfig) -> Result<Chat, ApiError> {
         }
     }
     let stream = body.opt_bool("stream")?.unwrap_or(false);
-    body.opt_u64("max_tokens", 1, u32::MAX as u64)?;
+    body.opt_u64("max_tokens", 0, u32::MAX as u64)?;
+    if present(body, "output_config").is_some_and(|c| c.get("format").is_some_and(|f| !f.is_null()))
+    {
+        return Err(unsupported(
+            "output_config.format",
+            "`output_config.format` is not supported: Claude Code answers in free text; ask for JSON in the prompt instead",
+        ));
+    }
     if let Some(m) = present(body, "metadata") {
         let ok = m.as_object().is_some_and(|o| {
             o.get("user_id")
