@@ -1002,3 +1002,72 @@ fn a_pinned_session_is_used_and_a_foreign_one_is_404() {
     let body = json!({"model": "sonnet", "max_tokens": 3, "messages": [user("x")]});
     anthropic_error(&post_with(&srv, "/v1/messages", &foreign, &body), 404);
 }
+
+#[test]
+fn heartbeats_in_each_dialect_and_a_vanished_client_stops_the_run() {
+    let srv = TestServer::with(|c| c.heartbeat = Duration::from_millis(100));
+    // Anthropic: `ping` events while the CLI is silent (it waits for the gate file).
+    let gate = srv.root().join("gate-a");
+    let prompt = format!("WAIT_FILE {} pings", gate.display());
+    let body =
+        json!({"model": "sonnet", "max_tokens": 9, "stream": true, "messages": [user(&prompt)]});
+    let mut s = SseClient::open_path(srv.addr, "/v1/messages", Some(USER), &body).unwrap();
+    let mut seen_text = false;
+    loop {
+        let e = s.next_event().expect("the stream goes on");
+        seen_text |= e.name == "content_block_delta";
+        if seen_text && e.name == "ping" {
+            break;
+        }
+    }
+    std::fs::write(&gate, "").unwrap();
+    assert_eq!(s.rest().last().unwrap().name, "message_stop");
+
+    // OpenAI: SSE comments.
+    let gate = srv.root().join("gate-o");
+    let prompt = format!("WAIT_FILE {} comments", gate.display());
+    let body = json!({"model": "sonnet", "stream": true, "messages": [user(&prompt)]});
+    let mut conn = connect(srv.addr);
+    send_request(
+        &mut conn,
+        "POST",
+        "/v1/chat/completions",
+        Some(USER),
+        &[],
+        body.to_string().as_bytes(),
+    );
+    let mut r = std::io::BufReader::new(conn);
+    assert_eq!(read_head(&mut r).0, 200);
+    let mut seen = String::new();
+    while !seen.contains(": keep-alive\n\n") {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut r, &mut line).unwrap() > 0);
+        seen.push_str(&line);
+    }
+    assert!(
+        seen.contains("\"content\":\"echo: \""),
+        "text came first: {seen}"
+    );
+    std::fs::write(&gate, "").unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut r, &mut rest);
+    assert!(rest.contains("data: [DONE]"));
+
+    // A client that goes away: its run is stopped and its new conversation removed.
+    let gate = srv.root().join("gate-never");
+    let prompt = format!("WAIT_FILE {} abandoned", gate.display());
+    let body = json!({"model": "sonnet", "stream": true, "messages": [user(&prompt)]});
+    let mut s = SseClient::open_path(srv.addr, "/v1/chat/completions", Some(USER), &body).unwrap();
+    while !s.next_event().unwrap().data.contains("echo: ") {}
+    drop(s);
+    assert!(eventually(Duration::from_secs(20), || {
+        srv.audit("user").iter().any(|l| l["status"] == 499)
+    }));
+    assert!(eventually(Duration::from_secs(20), || srv
+        .app()
+        .registry
+        .is_empty()));
+    assert!(eventually(Duration::from_secs(10), || stored_sessions(
+        &srv
+    ) == 2));
+}
