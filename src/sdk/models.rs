@@ -11,31 +11,15 @@ use crate::error::ApiError;
 /// The aliases the CLI resolves itself (to whatever its build calls the newest model).
 pub const ALIASES: [&str; 3] = ["sonnet", "opus", "haiku"];
 
-/// Listed ids: (id, display name, release date). Any other `claude-…` id is accepted too.
-const KNOWN: [(&str, &str, &str); 7] = [
-    (
-        "claude-sonnet-4-5-20250929",
-        "Claude Sonnet 4.5",
-        "2025-09-29",
-    ),
-    (
-        "claude-haiku-4-5-20251001",
-        "Claude Haiku 4.5",
-        "2025-10-01",
-    ),
-    ("claude-opus-4-1-20250805", "Claude Opus 4.1", "2025-08-05"),
-    ("claude-opus-4-20250514", "Claude Opus 4", "2025-05-14"),
-    ("claude-sonnet-4-20250514", "Claude Sonnet 4", "2025-05-14"),
-    (
-        "claude-3-7-sonnet-20250219",
-        "Claude Sonnet 3.7",
-        "2025-02-19",
-    ),
-    (
-        "claude-3-5-haiku-20241022",
-        "Claude Haiku 3.5",
-        "2024-10-22",
-    ),
+/// Listed ids: what this CLI build's aliases resolve to (claude-*-5-5, captured) and the
+/// dated ids of the generation before. Any other `claude-…` id is accepted too.
+const KNOWN: [(&str, &str); 6] = [
+    ("claude-opus-5-5", "Claude Opus 5.5"),
+    ("claude-sonnet-5-5", "Claude Sonnet 5.5"),
+    ("claude-haiku-5-5", "Claude Haiku 5.5"),
+    ("claude-opus-4-5-20251101", "Claude Opus 4.5"),
+    ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5"),
+    ("claude-haiku-4-5-20251001", "Claude Haiku 4.5"),
 ];
 
 /// Checks a request's `model`: an alias or a full Claude id; anything else is 400 naming the
@@ -58,9 +42,17 @@ pub fn validate(model: &str) -> Result<(), ApiError> {
 }
 
 /// One model in both SDKs' shapes (OpenAI: id, object, created, owned_by; Anthropic: id,
-/// type, display_name, created_at).
-fn entry(id: &str, name: &str, date: &str) -> Value {
-    let created_at = format!("{date}T00:00:00Z");
+/// type, display_name, created_at). The date is the id's `YYYYMMDD` suffix, else unknown:
+/// the epoch, as the Models API gives it.
+fn entry(id: &str, name: &str) -> Value {
+    let date = id
+        .rsplit('-')
+        .next()
+        .filter(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()));
+    let created_at = match date {
+        Some(d) => format!("{}-{}-{}T00:00:00Z", &d[..4], &d[4..6], &d[6..]),
+        None => "1970-01-01T00:00:00Z".to_string(),
+    };
     let created =
         time::OffsetDateTime::parse(&created_at, &time::format_description::well_known::Rfc3339)
             .map(|t| t.unix_timestamp())
@@ -78,10 +70,10 @@ fn all() -> Vec<Value> {
             a[..1].to_uppercase(),
             &a[1..]
         );
-        entry(a, &name, "1970-01-01")
+        entry(a, &name)
     });
     aliases
-        .chain(KNOWN.iter().map(|(id, name, date)| entry(id, name, date)))
+        .chain(KNOWN.iter().map(|(id, name)| entry(id, name)))
         .collect()
 }
 
@@ -108,7 +100,7 @@ pub fn get(id: &str) -> Result<Value, ApiError> {
             id.chars().take(80).collect::<String>()
         ))
     })?;
-    Ok(entry(id, id, "1970-01-01"))
+    Ok(entry(id, id))
 }
 
 #[cfg(test)]
@@ -141,10 +133,12 @@ mod tests {
         let l = list();
         assert_eq!(l["data"][0]["id"], "sonnet");
         assert_eq!(l["first_id"], "sonnet");
-        assert_eq!(l["last_id"], KNOWN[6].0);
-        let m = &l["data"][3];
+        assert_eq!(l["last_id"], KNOWN[5].0);
+        let m = &l["data"][7];
+        assert_eq!(m["id"], "claude-sonnet-4-5-20250929");
         assert_eq!(m["created"], 1759104000);
         assert_eq!(m["created_at"], "2025-09-29T00:00:00Z");
+        assert_eq!(l["data"][3]["created_at"], "1970-01-01T00:00:00Z");
         assert_eq!(get("claude-new-9").unwrap()["id"], "claude-new-9");
         assert!(get("gpt-4").is_err());
     }

@@ -212,7 +212,7 @@ class SdkTest(unittest.TestCase):
 
     def test_anthropic_create(self):
         m = self.anthropic.messages.create(
-            model="claude-sonnet-4-5", max_tokens=1024, system="Answer briefly.",
+            model="claude-sonnet-5-5", max_tokens=1024, system="Answer briefly.",
             messages=[{"role": "user", "content": "hello from anthropic"}],
             metadata={"user_id": "u-1"}, stop_sequences=["END"],
             extra_body={"temperature": 0.5, "top_k": 5})
@@ -223,7 +223,7 @@ class SdkTest(unittest.TestCase):
         self.assertEqual(m.usage.cache_read_input_tokens, 50)
         self.assertEqual(m.usage.cache_creation_input_tokens, 10)
         argv = self.one_run("hello from anthropic")["argv"]
-        self.assertEqual(after(argv, "--model"), "claude-sonnet-4-5")
+        self.assertEqual(after(argv, "--model"), "claude-sonnet-5-5")
         self.assertEqual(after(argv, "--append-system-prompt"), "Answer briefly.")
 
     def test_anthropic_stream_with_usage(self):
