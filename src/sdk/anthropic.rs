@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::blocks::Piece;
 use super::turn::{Answer, Call, Stream};
-use super::{bad, images, models, present, tools_refused, unsupported, Chat, Message, Part, Role};
+use super::{bad, images, model_without_tools, present, unsupported, Chat, Message, Part, Role};
 use crate::claude::Tokens;
 use crate::config::SdkConfig;
 use crate::error::{ApiError, Shape};
@@ -19,14 +19,7 @@ use crate::input::Body;
 use crate::stream::sse::format_event;
 
 pub fn parse(body: &Body, cfg: &SdkConfig) -> Result<Chat, ApiError> {
-    let model = body.string("model")?;
-    models::validate(&model)?;
-    for name in ["tools", "mcp_servers"] {
-        let given = present(body, name).is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()));
-        if given && !cfg.ignore_tools {
-            return Err(tools_refused(name));
-        }
-    }
+    let model = model_without_tools(body, cfg, ["tools", "mcp_servers"])?;
     let stream = body.opt_bool("stream")?.unwrap_or(false);
     body.opt_u64("max_tokens", 0, u32::MAX as u64)?;
     if present(body, "output_config").is_some_and(|c| c.get("format").is_some_and(|f| !f.is_null()))

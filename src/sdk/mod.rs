@@ -325,6 +325,24 @@ pub fn unsupported(param: &str, message: impl Into<String>) -> ApiError {
     ApiError::bad_request(message).with_param(param, "unsupported_parameter")
 }
 
+/// The request's `model`, checked, after refusing the client-defined tool fields `tools`
+/// (unless the operator ignores them): the start of both dialects' parsing.
+fn model_without_tools(
+    body: &crate::input::Body,
+    cfg: &crate::config::SdkConfig,
+    tools: [&str; 2],
+) -> Result<String, ApiError> {
+    let model = body.string("model")?;
+    models::validate(&model)?;
+    for name in tools {
+        let given = present(body, name).is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()));
+        if given && !cfg.ignore_tools {
+            return Err(tools_refused(name));
+        }
+    }
+    Ok(model)
+}
+
 /// The error for client-defined tools (`param` is `tools` or `functions`).
 pub fn tools_refused(param: &str) -> ApiError {
     unsupported(

@@ -7,21 +7,14 @@
 use serde_json::{json, Value};
 
 use super::turn::{Answer, Call, Stream};
-use super::{bad, images, models, present, tools_refused, unsupported, Chat, Message, Part, Role};
+use super::{bad, images, model_without_tools, present, unsupported, Chat, Message, Part, Role};
 use crate::claude::Tokens;
 use crate::config::SdkConfig;
 use crate::error::{ApiError, Shape};
 use crate::input::Body;
 
 pub fn parse(body: &Body, cfg: &SdkConfig) -> Result<Chat, ApiError> {
-    let model = body.string("model")?;
-    models::validate(&model)?;
-    for name in ["tools", "functions"] {
-        let given = present(body, name).is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()));
-        if given && !cfg.ignore_tools {
-            return Err(tools_refused(name));
-        }
-    }
+    let model = model_without_tools(body, cfg, ["tools", "functions"])?;
     if present(body, "n").is_some_and(|n| n.as_u64() != Some(1)) {
         return Err(unsupported(
             "n",
