@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test lint doc release size bench e2e
+.PHONY: run test test-sdk lint doc release size bench e2e
 
 ## Start the server (release build) on 0.0.0.0:3000; pass flags with ARGS="--port 8080".
 run:
@@ -11,6 +11,10 @@ run:
 ## The whole test suite: unit tests and the HTTP integration tests with the fake CLI.
 test:
 	$(CARGO) test --all-targets
+
+## The official OpenAI and Anthropic Python SDKs against the gateway (needs python3 and PyPI).
+test-sdk:
+	bash tests/sdk/run
 
 ## Formatting and lints, as CI runs them.
 lint:

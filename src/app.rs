@@ -50,6 +50,8 @@ pub struct App {
     pub inflight: Arc<std::sync::atomic::AtomicUsize>,
     /// Open SSE and WebSocket streams.
     pub streams: crate::stream::StreamCount,
+    /// Where each SDK (`/v1/*`) conversation stands.
+    pub threads: crate::sdk::threads::Threads,
     pub started: Instant,
     /// Running totals of the audit log (admin API, budgets, metrics).
     pub totals: Arc<Totals>,
@@ -86,6 +88,8 @@ impl App {
         let models = Models::new(sources, config.models_ttl);
         // Spend so far, from the audit log, read once here; new lines are followed in memory.
         let budgets = Budgets::start(&audit, crate::audit::read_all(&config.log_dir));
+        let threads =
+            crate::sdk::threads::Threads::open(&config.state_dir, |id| sessions.get(id).is_some());
         App {
             config,
             audit,
@@ -99,6 +103,7 @@ impl App {
             sessions,
             streams: Default::default(),
             inflight: Default::default(),
+            threads,
             started: Instant::now(),
             totals,
             logins,

@@ -48,7 +48,10 @@ pub fn authenticate(app: &App, ex: &Exchange, also: Also) -> Result<String, ApiE
     match found {
         Some(id) => Ok(id),
         None => {
-            let e = ApiError::unauthorized();
+            let mut e = ApiError::unauthorized();
+            if also == Also::ApiKeyHeader {
+                e.message = "missing or unknown API key: send `Authorization: Bearer <secret>` or `x-api-key: <secret>`".into();
+            }
             let mut entry = Entry::new(&ex.request_id, &ex.path, None, "unauthorized")
                 .failed(e.status(), e.code());
             entry.duration_ms = ex.started.elapsed().as_millis() as u64;

@@ -87,6 +87,8 @@ pub struct Config {
     pub models_fetch_timeout: Duration,
     /// Extra environment for every CLI run (`[claude.env]`).
     pub claude_env: Vec<(String, String)>,
+    /// The SDK routes (`/v1/*`, `[sdk]`).
+    pub sdk: SdkConfig,
     /// Enabled plugins with their `[plugins.NAME]` tables.
     pub plugins: BTreeMap<String, toml::Table>,
     /// Never ask interactive questions at start.
@@ -140,6 +142,7 @@ impl Default for Config {
             models_ttl: Duration::from_secs(6 * 3600),
             models_fetch_timeout: Duration::from_secs(3),
             claude_env: Vec::new(),
+            sdk: SdkConfig::default(),
             plugins: BTreeMap::new(),
             force: false,
             config_file: None,
@@ -148,6 +151,36 @@ impl Default for Config {
             test_routes: false,
         }
     }
+}
+
+/// Settings of the OpenAI/Anthropic-compatible routes (`[sdk]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SdkConfig {
+    /// Accept requests that define `tools` and ignore the tools (Claude Code cannot hand a
+    /// tool call back to the client). Default false: such a request gets 400.
+    pub ignore_tools: bool,
+    /// Images in one message. Default 20.
+    pub max_images: usize,
+    /// Bytes of one image, decoded. Default 5 MiB (the Messages API's limit).
+    pub max_image_bytes: usize,
+}
+
+impl Default for SdkConfig {
+    fn default() -> SdkConfig {
+        SdkConfig {
+            ignore_tools: false,
+            max_images: 20,
+            max_image_bytes: 5 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSdk {
+    ignore_tools: Option<bool>,
+    max_images: Option<usize>,
+    max_image_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -299,6 +332,13 @@ impl Config {
                             value.try_into().map_err(|e| tom(&at("sandbox"), e))?;
                         apply_sandbox(&mut cfg.sandbox, s)?;
                     }
+                    "sdk" => {
+                        let f: FileSdk = value.try_into().map_err(|e| tom(&at("sdk"), e))?;
+                        let d = &mut cfg.sdk;
+                        d.ignore_tools = f.ignore_tools.unwrap_or(d.ignore_tools);
+                        d.max_images = f.max_images.unwrap_or(d.max_images);
+                        d.max_image_bytes = f.max_image_bytes.unwrap_or(d.max_image_bytes);
+                    }
                     "plugins" => {
                         let toml::Value::Table(t) = value else {
                             return Err(format!("{}: `plugins` must be a table", path.display()));
@@ -325,7 +365,7 @@ impl Config {
                     }
                     other => {
                         return Err(format!(
-                            "{}: unknown section [{other}]; known: server, claude, keys, plugins, models, sandbox",
+                            "{}: unknown section [{other}]; known: server, claude, keys, plugins, models, sandbox, sdk",
                             path.display()
                         ))
                     }

@@ -212,6 +212,7 @@ pub fn keep_for_approval(app: &App, job: &Job, f: &Finished, owns_workdir: bool)
 /// once its runs are gone) deletes the workdir it created and the CLI's transcript.
 pub fn remove(app: &Arc<App>, session_id: &str) -> Option<Session> {
     let s = app.sessions.remove(session_id)?;
+    app.threads.forget(session_id);
     app.registry.cancel_session(session_id);
     let app = app.clone();
     let s2 = s.clone();

@@ -1,7 +1,8 @@
-//! The one error type every request path ends in, and the only code that renders the
-//! `{"error": "...", "code": "..."}` body. Subsystems keep their own small errors
-//! (`config::Error`, `claude::RunError`) and convert to [`ApiError`] at the handler boundary.
-//! Messages say what happened and what to do next; they never contain a secret.
+//! The one error type every request path ends in, and the only code that renders an error
+//! body: `{"error": "...", "code": "..."}` on the native routes, and the OpenAI and Anthropic
+//! shapes on `/v1/*` ([`Shape`]). Subsystems keep their own small errors (`config::Error`,
+//! `claude::RunError`) and convert to [`ApiError`] at the handler boundary. Messages say what
+//! happened and what to do next; they never contain a secret.
 
 use std::fmt;
 
@@ -76,6 +77,18 @@ impl Kind {
     }
 }
 
+/// The body an error is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// `{"error": "...", "code": "..."}`.
+    #[default]
+    Native,
+    /// `{"error": {"message", "type", "param", "code"}}` (`/v1/chat/completions`).
+    OpenAi,
+    /// `{"type": "error", "error": {"type", "message"}}` (`/v1/messages`).
+    Anthropic,
+}
+
 /// An error answer: a kind (status + code), a message for the client, and extra headers
 /// (`Allow`, `Retry-After`, `X-RateLimit-*`).
 #[derive(Debug, Clone)]
@@ -83,6 +96,9 @@ pub struct ApiError {
     pub kind: Kind,
     pub message: String,
     pub headers: Vec<(String, String)>,
+    /// The request field at fault and a finer code, for the OpenAI shape (`param`, `code`):
+    /// `("tools", "unsupported_parameter")`, `("model", "model_not_found")`.
+    pub param: Option<(String, &'static str)>,
 }
 
 impl ApiError {
@@ -91,6 +107,7 @@ impl ApiError {
             kind,
             message: message.into(),
             headers: Vec::new(),
+            param: None,
         }
     }
 
@@ -126,6 +143,12 @@ impl ApiError {
         self
     }
 
+    /// Names the request field at fault, with a finer code (OpenAI's `param` and `code`).
+    pub fn with_param(mut self, param: impl Into<String>, code: &'static str) -> ApiError {
+        self.param = Some((param.into(), code));
+        self
+    }
+
     pub fn status(&self) -> u16 {
         self.kind.status()
     }
@@ -137,6 +160,61 @@ impl ApiError {
     /// The JSON body, `{"error": message, "code": CODE}`.
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({ "error": self.message, "code": self.code() })
+    }
+
+    /// The JSON body in `shape`. OpenAI's `type` and Anthropic's `type` follow each API's own
+    /// names for the status; OpenAI's `code` is the finer code when there is one, else ours in
+    /// lower case.
+    pub fn body_in(&self, shape: Shape) -> serde_json::Value {
+        match shape {
+            Shape::Native => self.body(),
+            Shape::OpenAi => {
+                let (kind, code) = match self.kind {
+                    Kind::Unauthorized => ("authentication_error", Some("invalid_api_key")),
+                    Kind::Forbidden => ("permission_error", None),
+                    Kind::NotFound => ("not_found_error", None),
+                    Kind::RateLimited => ("rate_limit_error", Some("rate_limit_exceeded")),
+                    Kind::BudgetExceeded => ("insufficient_quota", Some("insufficient_quota")),
+                    Kind::Timeout | Kind::Stalled => ("timeout_error", None),
+                    Kind::Internal => ("server_error", None),
+                    Kind::Overloaded => ("overloaded_error", None),
+                    _ => ("invalid_request_error", None),
+                };
+                let (param, code) = match &self.param {
+                    Some((p, c)) => (Some(p.clone()), c.to_string()),
+                    None => (
+                        None,
+                        code.map(str::to_string)
+                            .unwrap_or_else(|| self.code().to_ascii_lowercase()),
+                    ),
+                };
+                serde_json::json!({"error": {
+                    "message": self.message, "type": kind, "param": param, "code": code,
+                }})
+            }
+            Shape::Anthropic => {
+                let kind = match self.kind {
+                    Kind::Unauthorized => "authentication_error",
+                    Kind::Forbidden => "permission_error",
+                    Kind::NotFound => "not_found_error",
+                    Kind::PayloadTooLarge => "request_too_large",
+                    Kind::RateLimited => "rate_limit_error",
+                    Kind::BudgetExceeded => "billing_error",
+                    Kind::Timeout | Kind::Stalled => "timeout_error",
+                    Kind::Internal => "api_error",
+                    Kind::Overloaded => "overloaded_error",
+                    _ => "invalid_request_error",
+                };
+                serde_json::json!({"type": "error", "error": {"type": kind, "message": self.message}})
+            }
+        }
+    }
+
+    /// Whether an SDK client should send the same request again (`x-should-retry`). The SDKs
+    /// retry 408, 409, 429 and 5xx by default; a second try of a run that failed would start
+    /// a second billed run, so only a full queue and a rate limit say yes.
+    pub fn retryable(&self) -> bool {
+        matches!(self.kind, Kind::Overloaded | Kind::RateLimited)
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use tiny_http::{Header, Method, Request, Response};
 
-use crate::error::{ApiError, Kind};
+use crate::error::{ApiError, Kind, Shape};
 use crate::reply::Reply;
 
 pub struct Exchange {
@@ -34,6 +34,8 @@ pub struct Exchange {
     pub extra_headers: Vec<(String, String)>,
     /// Where the answer is counted.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The shape errors are answered in (the SDK routes speak their API's).
+    pub shape: Shape,
     /// The status answered, for the log line.
     status: u16,
     /// The body was read to its end.
@@ -77,6 +79,7 @@ impl Exchange {
             route: "unmatched",
             extra_headers: Vec::new(),
             metrics: None,
+            shape: Shape::Native,
             status: 0,
             body_read: false,
             inflight: None,
@@ -259,7 +262,8 @@ impl Exchange {
     }
 
     pub fn error(self, e: ApiError) {
-        self.respond(Reply::from(e));
+        let shape = self.shape;
+        self.respond(Reply::error(e, shape));
     }
 
     /// Hands the raw request to a stream (SSE, WebSocket) that writes its own bytes.
@@ -355,11 +359,12 @@ impl Drop for Exchange {
                 route: self.route,
                 extra_headers: std::mem::take(&mut self.extra_headers),
                 metrics: self.metrics.take(),
+                shape: self.shape,
                 status: 0,
                 body_read: self.body_read,
                 inflight: self.inflight.take(),
             };
-            placeholder.respond(Reply::from(e));
+            placeholder.error(e);
         }
     }
 }

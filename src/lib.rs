@@ -36,6 +36,7 @@ pub mod router;
 pub mod runner;
 pub mod runs;
 pub mod sandbox;
+pub mod sdk;
 pub mod server;
 pub mod sessions;
 pub mod stream;

@@ -2,7 +2,7 @@
 //! named constructors and `with_*` builders. Converting a `Reply` into a tiny_http response
 //! happens only in `exchange.rs`; streams (SSE, WebSocket) write their own bytes instead.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Shape};
 
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -48,10 +48,20 @@ impl Reply {
     }
 }
 
-impl From<ApiError> for Reply {
-    fn from(e: ApiError) -> Reply {
-        let mut reply = Reply::json(e.status(), &e.body());
+impl Reply {
+    /// An error in `shape`; the SDK shapes also say whether to retry (`x-should-retry`).
+    pub fn error(e: ApiError, shape: Shape) -> Reply {
+        let mut reply = Reply::json(e.status(), &e.body_in(shape));
+        if shape != Shape::Native {
+            reply = reply.with_header("x-should-retry", e.retryable().to_string());
+        }
         reply.headers.extend(e.headers);
         reply
+    }
+}
+
+impl From<ApiError> for Reply {
+    fn from(e: ApiError) -> Reply {
+        Reply::error(e, Shape::Native)
     }
 }

@@ -34,6 +34,8 @@ pub enum Access {
     AdminKey,
     /// `/metrics`: public with `[server] metrics_public = true`, else as `AdminKey`.
     Metrics,
+    /// Any API key, as Bearer or as `x-api-key` (the SDK routes, `/v1/*`).
+    KeyOrApiKey,
 }
 
 impl Access {
@@ -43,6 +45,7 @@ impl Access {
             Access::Public
             | Access::Key
             | Access::KeyOrWsProtocol
+            | Access::KeyOrApiKey
             | Access::AdminKey
             | Access::Metrics => true,
             Access::Dashboard | Access::Admin => app.config.plugin_enabled("dashboard"),
@@ -100,6 +103,10 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/task/{id}/cancel", Access::Key),
     r("GET", "/admin/processes", Access::AdminKey),
     r("GET", "/metrics", Access::Metrics),
+    r("POST", "/v1/chat/completions", Access::KeyOrApiKey),
+    r("POST", "/v1/messages", Access::KeyOrApiKey),
+    r("GET", "/v1/models", Access::KeyOrApiKey),
+    r("GET", "/v1/models/{id}", Access::KeyOrApiKey),
 ];
 
 /// Routes that run the CLI: the key's rate limit and budget are checked before they go on.
@@ -112,6 +119,8 @@ fn runs_cli(route: &Route) -> bool {
             | ("POST", "/session/{id}")
             | ("POST", "/session/{id}/stream")
             | ("POST", "/session/{id}/approve")
+            | ("POST", "/v1/chat/completions")
+            | ("POST", "/v1/messages")
     )
 }
 
@@ -136,6 +145,7 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
     if app.config.test_routes && path == "/__test/panic" {
         panic!("the test suite asked for a panic");
     }
+    ex.shape = crate::sdk::shape_for(&ex);
 
     // A literal route wins over a pattern (`/session/start` is not a session id); routes of
     // a plugin that is off do not exist.
@@ -188,11 +198,15 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         {
             Some(app.config.keys.admin().id.clone())
         }
-        Access::Key | Access::KeyOrWsProtocol | Access::AdminKey | Access::Metrics => {
-            let also = if access == Access::KeyOrWsProtocol {
-                Also::WebSocketProtocol
-            } else {
-                Also::Nothing
+        Access::Key
+        | Access::KeyOrWsProtocol
+        | Access::KeyOrApiKey
+        | Access::AdminKey
+        | Access::Metrics => {
+            let also = match access {
+                Access::KeyOrWsProtocol => Also::WebSocketProtocol,
+                Access::KeyOrApiKey => Also::ApiKeyHeader,
+                _ => Also::Nothing,
             };
             match auth::authenticate(app, &ex, also) {
                 Ok(id) => Some(id),
@@ -274,6 +288,10 @@ pub fn route(app: &Arc<App>, mut ex: Exchange) {
         }
         ("GET", ["admin", "processes"]) => ex.respond(handlers::processes::list(app)),
         ("GET", ["metrics"]) => ex.respond(handlers::metrics::get(app)),
+        ("POST", ["v1", "chat", "completions"]) => handlers::sdk::chat_completions(app, ex, key_id),
+        ("POST", ["v1", "messages"]) => handlers::sdk::messages(app, ex, key_id),
+        ("GET", ["v1", "models"]) => ex.respond(handlers::sdk::models()),
+        ("GET", ["v1", "models", id]) => reply(ex, |_| handlers::sdk::model(id)),
         _ => ex.error(ApiError::not_found(format!("no route {path}"))),
     }
 }

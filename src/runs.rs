@@ -444,11 +444,14 @@ mod tests {
         let far = Instant::now() + Duration::from_secs(10);
         let _held = gate.acquire("a", None, far).unwrap();
         let g = gate.clone();
+        // Long enough that a loaded machine still sees the waiter queued before it gives up.
         let waiter = std::thread::spawn(move || {
-            g.acquire("b", None, Instant::now() + Duration::from_millis(200))
+            g.acquire("b", None, Instant::now() + Duration::from_secs(3))
                 .err()
         });
+        let until = Instant::now() + Duration::from_secs(10);
         while gate.load().1 < 1 {
+            assert!(Instant::now() < until, "the waiter never queued");
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(gate.acquire("c", None, far).err(), Some(Refused::QueueFull));

@@ -25,6 +25,9 @@ pub enum Kind {
     /// A `/task` (or stream) whose run left permission denials: kept until `expires_at` so
     /// that it can be approved.
     Task,
+    /// A conversation of the OpenAI/Anthropic-compatible routes (`/v1/*`), found again by the
+    /// history the client sends (see `sdk/threads.rs`).
+    Sdk,
 }
 
 /// One session, as stored.

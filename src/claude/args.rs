@@ -38,6 +38,9 @@ pub struct RunSpec {
     pub max_turns: Option<u32>,
     pub max_budget_usd: Option<f64>,
     pub add_dirs: Vec<PathBuf>,
+    /// The prompt on stdin is a stream-json user message (`--input-format stream-json`),
+    /// which is how the CLI takes images (tests/fixtures/h4_stdin_images.*).
+    pub stream_json_input: bool,
 }
 
 impl RunSpec {
@@ -54,6 +57,7 @@ impl RunSpec {
             max_turns: None,
             max_budget_usd: None,
             add_dirs: Vec::new(),
+            stream_json_input: false,
         }
     }
 }
@@ -70,6 +74,10 @@ pub fn build(spec: &RunSpec) -> Vec<OsString> {
         "--include-partial-messages",
     ] {
         push(fixed);
+    }
+    if spec.stream_json_input {
+        push("--input-format");
+        push("stream-json");
     }
     push("--model");
     push(&spec.model);

@@ -131,14 +131,7 @@ impl Line {
     /// The text of a `content_block_delta` / `text_delta` stream event.
     pub fn text_delta(&self) -> Option<&str> {
         let Line::Stream(ev) = self else { return None };
-        if ev.get("type")?.as_str()? != "content_block_delta" {
-            return None;
-        }
-        let delta = ev.get("delta")?;
-        if delta.get("type")?.as_str()? != "text_delta" {
-            return None;
-        }
-        delta.get("text")?.as_str()
+        text_delta(ev)
     }
 
     /// The text of an `assistant` line whose block is text (used when there are no deltas).
@@ -149,6 +142,18 @@ impl Line {
         let block = msg.get("content")?.as_array()?.first()?;
         (block.get("type")?.as_str()? == "text").then(|| block.get("text")?.as_str())?
     }
+}
+
+/// The text of a `content_block_delta` / `text_delta` API event.
+pub fn text_delta(ev: &Value) -> Option<&str> {
+    if ev.get("type")?.as_str()? != "content_block_delta" {
+        return None;
+    }
+    let delta = ev.get("delta")?;
+    if delta.get("type")?.as_str()? != "text_delta" {
+        return None;
+    }
+    delta.get("text")?.as_str()
 }
 
 pub fn parse_line(line: &str) -> Line {

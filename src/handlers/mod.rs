@@ -8,5 +8,6 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod processes;
+pub mod sdk;
 pub mod session;
 pub mod task;

@@ -34,21 +34,37 @@ impl Sse {
     /// Writes the response head (with `extra` headers). `chunked` for HTTP/1.1 clients;
     /// HTTP/1.0 gets a body that ends when the connection closes.
     pub fn start(
-        mut w: Box<dyn Write + Send>,
+        w: Box<dyn Write + Send>,
         request_id: &str,
         extra: &[(String, String)],
         chunked: bool,
     ) -> std::io::Result<Sse> {
-        let te = if chunked {
-            "Transfer-Encoding: chunked\r\n"
-        } else {
-            ""
-        };
-        let extra: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+        let refs: Vec<(&str, &str)> = extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Sse::start_with(w, request_id, chunked, &refs)
+    }
+
+    /// [`Sse::start`] with headers as string slices (names and values are ours, never a
+    /// client's).
+    pub fn start_with(
+        mut w: Box<dyn Write + Send>,
+        request_id: &str,
+        chunked: bool,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Sse> {
+        let mut head: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        if chunked {
+            head.push_str("Transfer-Encoding: chunked\r\n");
+        }
         write!(
             w,
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n\
-             X-Accel-Buffering: no\r\nConnection: close\r\nX-Request-Id: {request_id}\r\n{extra}{te}\r\n"
+             X-Accel-Buffering: no\r\nConnection: close\r\nX-Request-Id: {request_id}\r\n{head}\r\n"
         )?;
         w.flush()?;
         Ok(Sse { w, chunked })
@@ -68,6 +84,11 @@ impl Sse {
     /// Sends one event; false if the client is gone.
     pub fn event(&mut self, name: &str, data: &str) -> bool {
         self.send(format_event(name, data).as_bytes())
+    }
+
+    /// Sends text already in SSE form (nothing when empty); false if the client is gone.
+    pub fn raw(&mut self, text: &str) -> bool {
+        text.is_empty() || self.send(text.as_bytes())
     }
 
     /// Sends a comment line (a heartbeat); false if the client is gone.

@@ -20,6 +20,13 @@
 //! - `RECALL`: answer with the earlier prompts of this conversation; `BIG <n>`: n bytes;
 //! - `... COST <usd> ...` (anywhere in the prompt): the run reports this cost. With `--max-budget-usd` below the cost, the
 //!   result is the real CLI's `error_max_budget_usd` one (tests/fixtures/g11*), exit 1.
+//! - `TOOL_STREAM ...`: a first model turn that writes text and calls a tool, then the answer
+//!   in a second turn (the partial events of tests/fixtures/f1c_*, as a run with tools prints);
+//! - `MAX_TOKENS ...`: the result says `stop_reason: "max_tokens"`.
+//!
+//! With `--input-format stream-json` the prompt is the text of the user message lines on
+//! stdin, and each image block adds ` [image <media_type> <base64 length>]` to the answer
+//! (tests/fixtures/h4_stdin_images.* is the format, captured from the real CLI).
 //!
 //! Sessions behave as the real CLI's: `--session-id` of an existing conversation and
 //! `--resume` of an unknown one fail with the real messages; transcripts live under
@@ -39,6 +46,7 @@ use serde_json::{json, Value};
 const PARTIAL: &str = include_str!("../fixtures/c_stream_partial.stdout.jsonl");
 const DENIED: &str = include_str!("../fixtures/f2_tool_default_stream.stdout.jsonl");
 const API_ERROR: &str = include_str!("../fixtures/g2_api_error_500_stream.stdout.jsonl");
+const TOOL_TURN: &str = include_str!("../fixtures/f1c_tool_skip_perms_partial.stdout.jsonl");
 
 #[derive(Default, Debug)]
 struct Args {
@@ -52,6 +60,7 @@ struct Args {
     bypass: bool,
     allowed: Vec<String>,
     max_budget: Option<String>,
+    stream_json_input: bool,
 }
 
 fn parse_args(argv: &[String]) -> Args {
@@ -64,6 +73,10 @@ fn parse_args(argv: &[String]) -> Args {
             "--verbose" => a.verbose = true,
             "--output-format" => {
                 a.stream_json = next.as_deref() == Some("stream-json");
+                i += 1;
+            }
+            "--input-format" => {
+                a.stream_json_input = next.as_deref() == Some("stream-json");
                 i += 1;
             }
             "--model" => {
@@ -108,8 +121,12 @@ fn main() {
     let args = parse_args(&argv);
     let mut prompt = String::new();
     let _ = std::io::stdin().read_to_string(&mut prompt);
+    let mut images = Vec::new();
+    if args.stream_json_input {
+        (prompt, images) = user_lines(&prompt);
+    }
     let cwd = std::env::current_dir().unwrap_or_default();
-    record(&argv, &cwd, &prompt);
+    record(&argv, &cwd, &prompt, &images);
 
     if args.stream_json && !args.verbose {
         die("Error: When using --print, --output-format=stream-json requires --verbose");
@@ -239,12 +256,15 @@ fn main() {
         _ => {}
     }
 
-    let mut text = match word(0) {
+    let text = match word(0) {
         "MULTILINE" => "line one\nline two\n\nline four".to_string(),
         "RECALL" => format!("earlier prompts: {}", earlier.join(" | ")),
         "BIG" => "x".repeat(word(1).parse().unwrap_or(0)),
         _ => format!("echo: {}", prompt.trim_end()),
     };
+    let mut text: String = std::iter::once(text)
+        .chain(images.iter().map(|i| format!(" [image {i}]")))
+        .collect();
     let mut denials = Vec::new();
     let mut turns = 1;
     if word(0) == "GARBAGE" {
@@ -313,6 +333,17 @@ fn main() {
         user["message"]["content"] = json!([{"type": "tool_result", "content": result_text, "is_error": failed, "tool_use_id": id}]);
         out.line(&user);
     }
+    if word(0) == "TOOL_STREAM" {
+        turns = 2;
+        let cwd_text = cwd.to_string_lossy();
+        for i in 2..=21 {
+            let line = TOOL_TURN.lines().nth(i).expect("fixture line");
+            let v: Value = serde_json::from_str(&line.replace("<CWD>", &cwd_text)).expect("JSON");
+            if args.partial || v["type"] != "stream_event" {
+                out.line(&v);
+            }
+        }
+    }
     out.text_block(&text, delay, wait_file.as_deref());
 
     let input = 100 + prompt.len() as u64;
@@ -368,6 +399,9 @@ fn main() {
             "errors".into(),
             json!(["Reached maximum number of turns (1)"]),
         );
+    }
+    if word(0) == "MAX_TOKENS" {
+        r["stop_reason"] = json!("max_tokens");
     }
     if word(0) == "GARBAGE" {
         out.raw("more garbage <html>");
@@ -493,7 +527,35 @@ fn run_id() -> &'static str {
     })
 }
 
-fn record(argv: &[String], cwd: &Path, prompt: &str) {
+/// The text and the images (`<media_type> <base64 length>`) of stream-json user lines.
+fn user_lines(stdin: &str) -> (String, Vec<String>) {
+    let (mut texts, mut images) = (Vec::new(), Vec::new());
+    for line in stdin.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+            die(&format!("Error parsing stream-json input line: {e}"));
+        });
+        match &v["message"]["content"] {
+            Value::String(s) => texts.push(s.clone()),
+            Value::Array(blocks) => {
+                for b in blocks {
+                    match b["type"].as_str() {
+                        Some("text") => texts.push(b["text"].as_str().unwrap_or("").to_string()),
+                        Some("image") => images.push(format!(
+                            "{} {}",
+                            b["source"]["media_type"].as_str().unwrap_or("?"),
+                            b["source"]["data"].as_str().map_or(0, str::len)
+                        )),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (texts.join("\n"), images)
+}
+
+fn record(argv: &[String], cwd: &Path, prompt: &str, images: &[String]) {
     let Ok(dir) = std::env::var("FAKE_CLAUDE_LOG") else {
         return;
     };
@@ -502,7 +564,7 @@ fn record(argv: &[String], cwd: &Path, prompt: &str) {
     let pid_ns = std::fs::read_link("/proc/self/ns/pid")
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let rec = json!({"run": run_id(), "pid": std::process::id(), "pid_ns": pid_ns, "started_ns": now_ns().to_string(), "argv": argv, "cwd": cwd.to_string_lossy(), "prompt": prompt, "env": env});
+    let rec = json!({"run": run_id(), "pid": std::process::id(), "pid_ns": pid_ns, "started_ns": now_ns().to_string(), "argv": argv, "cwd": cwd.to_string_lossy(), "prompt": prompt, "images": images, "env": env});
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(
         Path::new(&dir).join(format!("{}.json", run_id())),

@@ -29,6 +29,8 @@ mod openapi;
 mod plugins;
 /// The sandbox (Landlock, a PID namespace per run), per-key CLI homes, secrets in /proc.
 mod sandbox;
+/// The OpenAI/Anthropic-compatible routes: shapes, streams, resumed history, errors, images.
+mod sdk;
 /// Sessions: turns, ownership, restarts, expiry, approvals.
 mod session;
 /// The first-run setup through a pseudo-terminal, and when it is skipped.

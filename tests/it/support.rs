@@ -272,6 +272,23 @@ impl Resp {
     }
 }
 
+/// The argv a fake CLI run recorded.
+pub fn argv(run: &Value) -> Vec<String> {
+    run["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The value that follows `flag` in `argv`.
+pub fn after<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+    argv.iter()
+        .position(|a| a == flag)
+        .map(|i| argv[i + 1].as_str())
+}
+
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
     // Generous: on a loaded 2-core machine hundreds of runs may be in flight. A bug still
@@ -596,23 +613,6 @@ pub fn ws_events(ws: &mut Ws) -> Vec<Value> {
             Err(_) => return out,
         }
     }
-}
-
-/// The argv a fake CLI run recorded.
-pub fn argv(run: &Value) -> Vec<String> {
-    run["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect()
-}
-
-/// The value after `flag` in `argv`.
-pub fn after<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
-    argv.iter()
-        .position(|a| a == flag)
-        .map(|i| argv[i + 1].as_str())
 }
 
 impl TestServer {
