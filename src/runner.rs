@@ -128,6 +128,8 @@ pub fn run(app: &App, job: &Job, slot: Slot, sink: &mut dyn FnMut(RunEvent) -> F
     let mut on_spawn = |pid| registry.set_pid(&job.request_id, pid);
     let finished =
         match claude::process::run(inv, &limits, &reg.cancel, &reg.bytes, &mut on_spawn, sink) {
+            // A missing cwd fails the spawn with ENOENT too: do not blame the CLI for it.
+            Err(_) if !job.cwd.is_dir() => fail(job, workdir_gone(job)),
             Err(e) => fail(job, ApiError::internal(app.scrub(&e.to_string()))),
             Ok(outcome) => conclude(app, job, outcome),
         };
@@ -135,6 +137,17 @@ pub fn run(app: &App, job: &Job, slot: Slot, sink: &mut dyn FnMut(RunEvent) -> F
     drop(slot);
     audit(app, job, &finished);
     finished
+}
+
+/// The run's workdir no longer exists: something outside Claudeway removed it.
+fn workdir_gone(job: &Job) -> ApiError {
+    ApiError::new(
+        Kind::Conflict,
+        format!(
+            "the workdir {} no longer exists; start a new session (or create the directory again)",
+            job.cwd.display()
+        ),
+    )
 }
 
 fn refused_error(app: &App, refused: Refused, timeout: Duration) -> ApiError {
