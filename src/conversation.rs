@@ -208,6 +208,17 @@ pub fn keep_for_approval(app: &App, job: &Job, f: &Finished, owns_workdir: bool)
     true
 }
 
+/// Removes a workdir that a session or a task created, unless another session works in it
+/// or below it (a client may start a session in any directory under the workdir, another
+/// session's included): that session would lose its files and could not run again.
+pub fn remove_workdir(app: &App, dir: &std::path::Path) {
+    if app.sessions.uses_dir(dir) {
+        log::info!("kept {}: another session works in it", dir.display());
+        return;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Removes a session: cancels its turn in flight, forgets it, and (on a background thread,
 /// once its runs are gone) deletes the workdir it created and the CLI's transcript.
 pub fn remove(app: &Arc<App>, session_id: &str) -> Option<Session> {
@@ -230,7 +241,7 @@ pub fn remove(app: &Arc<App>, session_id: &str) -> Option<Session> {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if s2.owns_workdir {
-                let _ = std::fs::remove_dir_all(&s2.workdir);
+                remove_workdir(&app, &s2.workdir);
             }
             for t in app.homes.transcripts(&s2.key_id, &s2.session_id) {
                 let _ = if t.is_dir() {

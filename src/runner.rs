@@ -179,6 +179,8 @@ pub fn run(app: &App, job: &Job, slot: Slot, sink: &mut dyn FnMut(RunEvent) -> F
     let mut on_spawn = |pid| registry.set_pid(&job.request_id, pid);
     let finished =
         match claude::process::run(inv, &limits, &reg.cancel, &reg.bytes, &mut on_spawn, sink) {
+            // A missing cwd fails the spawn with ENOENT too: do not blame the CLI for it.
+            Err(_) if !job.cwd.is_dir() => fail(job, workdir_gone(job)),
             Err(e) => fail(job, ApiError::internal(app.scrub(&e.to_string()))),
             Ok(outcome) => conclude(app, job, outcome),
         };
@@ -198,6 +200,17 @@ fn owner(app: &App, job: &Job) -> String {
         .get(&job.session_id)
         .map(|s| s.key_id)
         .unwrap_or_else(|| job.key_id.clone())
+}
+
+/// The run's workdir no longer exists: something outside Claudeway removed it.
+fn workdir_gone(job: &Job) -> ApiError {
+    ApiError::new(
+        Kind::Conflict,
+        format!(
+            "the workdir {} no longer exists; start a new session (or create the directory again)",
+            job.cwd.display()
+        ),
+    )
 }
 
 fn refused_error(app: &App, job: &Job, refused: Refused, cap: Option<usize>) -> ApiError {

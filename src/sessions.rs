@@ -225,6 +225,14 @@ impl Store {
         Some(s)
     }
 
+    /// True if some session works in `dir` or below it.
+    pub fn uses_dir(&self, dir: &Path) -> bool {
+        self.sessions
+            .lock()
+            .values()
+            .any(|s| s.workdir.starts_with(dir))
+    }
+
     pub fn lock_for(&self, id: &str) -> Arc<TurnLock> {
         self.locks.lock().entry(id.to_string()).or_default().clone()
     }

@@ -147,7 +147,7 @@ pub fn post(app: &Arc<App>, ex: Exchange, key_id: String) {
         let finished = runner::execute(&app, &job, &mut |_| Flow::Continue);
         let kept = crate::conversation::keep_for_approval(&app, &job, &finished, temporary);
         if temporary && !kept {
-            let _ = std::fs::remove_dir_all(&cwd);
+            crate::conversation::remove_workdir(&app, &cwd);
         }
         match finished.error {
             Some(e) => ex.error(e),
@@ -183,7 +183,7 @@ pub fn post_stream(app: &Arc<App>, ex: Exchange, key_id: String) {
         let kept = finished
             .is_some_and(|f| crate::conversation::keep_for_approval(&app, &job, &f, temporary));
         if temporary && !kept {
-            let _ = std::fs::remove_dir_all(&cwd);
+            crate::conversation::remove_workdir(&app, &cwd);
         }
     });
 }

@@ -176,7 +176,7 @@ fn one_shot(
         .as_ref()
         .is_some_and(|f| crate::conversation::keep_for_approval(app, &job, f, temporary));
     if temporary && !kept {
-        let _ = std::fs::remove_dir_all(&job.cwd);
+        crate::conversation::remove_workdir(app, &job.cwd);
     }
     if let Some(f) = finished {
         finish(ws, &f);

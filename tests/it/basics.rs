@@ -126,3 +126,34 @@ fn a_panic_costs_one_request_not_a_worker() {
         "the only worker is still alive"
     );
 }
+
+/// Found by the contract run (Swagger UI hung after schemathesis): tiny_http's connection
+/// pool queued a new connection behind idle keep-alive ones when several arrived at once, so
+/// it got no answer until another client left. Each round opens more connections than the
+/// pool has idle threads, all at once, and keeps them open.
+#[test]
+fn many_keep_alive_connections_opened_at_once_are_all_answered() {
+    use std::io::{Read, Write};
+    let srv = TestServer::start();
+    // Let the pool's first threads reach their idle wait (the state that queued connections).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for n in [8, 16, 32, 64] {
+        let mut conns: Vec<std::net::TcpStream> = (0..n)
+            .map(|_| std::net::TcpStream::connect(srv.addr).unwrap())
+            .collect();
+        for c in &mut conns {
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            let mut head = [0u8; 12];
+            let got = c.read_exact(&mut head);
+            assert!(
+                got.is_ok() && head.starts_with(b"HTTP/1.1 200"),
+                "{n} at once: connection {i} got no answer while the others stay open"
+            );
+        }
+    }
+}

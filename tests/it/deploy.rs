@@ -26,6 +26,50 @@ fn the_dockerfile_and_compose_file_reference_what_exists() {
         }
     }
     assert!(copies >= 4, "the build stage copies the sources");
+    // Everything the build reads outside src/ is copied too: embedded folders, included
+    // files and patched crates (openapi.yaml and assets/ were once missing).
+    let copied: Vec<&str> = docker
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from="))
+        .flat_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().skip(1).collect();
+            parts[..parts.len() - 1].to_vec()
+        })
+        .collect();
+    let mut inputs = vec!["src".to_string()];
+    let mut rs = vec![root.join("src")];
+    while let Some(p) = rs.pop() {
+        if p.is_dir() {
+            rs.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        for (start, end) in [("#[folder = \"", "\""), ("include_str!(\"", "\")")] {
+            for piece in text.split(start).skip(1) {
+                let rel = &piece[..piece.find(end).unwrap()];
+                let path = if start.starts_with("#") {
+                    root.join(rel)
+                } else {
+                    p.parent().unwrap().join(rel)
+                };
+                let path = path.canonicalize().unwrap();
+                let rel = path.strip_prefix(root.canonicalize().unwrap()).unwrap();
+                inputs.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    for piece in manifest.split("path = \"").skip(1) {
+        inputs.push(piece[..piece.find('"').unwrap()].to_string());
+    }
+    for input in &inputs {
+        assert!(
+            copied
+                .iter()
+                .any(|c| Path::new(input).starts_with(c.trim_end_matches('/'))),
+            "the Docker build needs {input}, which Dockerfile.alpine does not copy"
+        );
+    }
     assert!(docker.contains("HEALTHCHECK") && docker.contains("claudeway\", \"healthcheck\""));
     assert!(docker.contains("USER claudeway"), "runs as a non-root user");
     let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();

@@ -1,5 +1,7 @@
 //! openapi.yaml: every route of `router::ROUTES` is in it and nothing else, it lists every
 //! error code and the crate's version, and GET /openapi.yaml serves it as written.
+//! The router's last `{*name}` segment ("the rest of the path") is `{name}` in the spec,
+//! which has no such syntax.
 
 use std::collections::BTreeSet;
 
@@ -49,7 +51,7 @@ fn every_route_is_in_the_spec_and_nothing_else() {
     assert!(spec.len() >= 6, "parsed {spec:?}");
     let routes: BTreeSet<(String, String)> = ROUTES
         .iter()
-        .map(|r| (r.method.to_string(), r.path.to_string()))
+        .map(|r| (r.method.to_string(), r.path.replace("{*", "{")))
         .collect();
     let missing: Vec<_> = routes.difference(&spec).collect();
     let extra: Vec<_> = spec.difference(&routes).collect();

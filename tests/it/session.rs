@@ -249,6 +249,53 @@ fn a_given_workdir_is_used_and_kept() {
     assert!(dir.is_dir(), "a workdir the client chose is not deleted");
 }
 
+/// Found by schemathesis: a session started in another session's workdir (a path its
+/// answer shows) lost the directory when the other was deleted, and its next turn was a 500
+/// that blamed a missing CLI.
+#[test]
+fn a_workdir_another_session_uses_is_kept_and_a_vanished_one_is_409() {
+    let srv = TestServer::start();
+    let owner = srv.post("/session/start", Some(USER), &json!({})).json();
+    let (owner_id, dir) = (
+        owner["session_id"].as_str().unwrap().to_string(),
+        owner["workdir"].as_str().unwrap().to_string(),
+    );
+    let guest = start(&srv, USER, json!({"workdir": &dir}));
+    srv.post(
+        &format!("/session/{owner_id}"),
+        Some(USER),
+        &json!({"prompt": "owner turn"}),
+    );
+    srv.delete(&format!("/session/{owner_id}"), Some(USER));
+    // The cleanup removes the workdir first, then the transcript.
+    let transcripts = srv.root().join("home/.claude/projects");
+    assert!(eventually(Duration::from_secs(10), || !walk(&transcripts)
+        .iter()
+        .any(|p| p.ends_with(format!("{owner_id}.jsonl")))));
+    assert!(std::path::Path::new(&dir).is_dir(), "the guest's workdir");
+    let r = srv.post(
+        &format!("/session/{guest}"),
+        Some(USER),
+        &json!({"prompt": "guest turn"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Removed from outside: a 409 that says so, not a 500 about the CLI.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let msg = srv
+        .post(
+            &format!("/session/{guest}"),
+            Some(USER),
+            &json!({"prompt": "again"}),
+        )
+        .error(409, "CONFLICT");
+    assert!(
+        msg.contains("no longer exists") && msg.contains(&dir),
+        "{msg}"
+    );
+    assert_eq!(srv.audit("user").pop().unwrap()["code"], "CONFLICT");
+}
+
 #[test]
 fn sessions_survive_a_restart() {
     let srv = TestServer::start();

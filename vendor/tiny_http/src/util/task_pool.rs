@@ -69,7 +69,11 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // claudeway patch: an idle thread is available only if it is not already promised to
+        // a queued task. Upstream compared with 0, so when several connections arrived before
+        // the woken threads took their tasks, the extra ones stayed queued until some
+        // connection closed (a keep-alive client can keep one open for minutes).
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
