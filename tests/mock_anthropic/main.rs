@@ -7,7 +7,9 @@
 //!   CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 claude -p "hello"
 //! ```
 //!
-//! The scripts are described in mock.rs. One line per request goes to stderr.
+//! The scripts are described in mock.rs. One line per request goes to stderr; the first
+//! line on stderr is `mock-anthropic listening on http://127.0.0.1:PORT` (port 0 picks a
+//! free one), and `GET /_mock/requests` lists what it received as JSON.
 
 mod mock;
 

@@ -19,6 +19,10 @@
 //! - `RECALL`: `earlier prompts: <p1> | <p2> ...`, the user prompts before this one in
 //!   `messages` (how a test sees that a later turn carries the earlier ones).
 //!
+//! `GET /_mock/requests` answers the record so far as a JSON array (method, url, headers,
+//! body, prompt, status, usage, session_id), for a test in another process; it is not
+//! recorded itself.
+//!
 //! Usage numbers are realistic and depend only on the conversation's text (never on paths,
 //! ids or time), so the same prompt gives the same tokens and the same cost in a direct CLI
 //! run and through Claudeway: see [`usage_for`].
@@ -76,6 +80,21 @@ impl Recorded {
     /// Every user prompt in `messages`, oldest first (tool results and reminders left out).
     pub fn user_prompts(&self) -> Vec<String> {
         user_prompts(&self.body)
+    }
+
+    /// The record as `GET /_mock/requests` lists it.
+    pub fn to_json(&self) -> Value {
+        let headers: serde_json::Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        json!({
+            "method": self.method, "url": self.url, "headers": headers, "body": self.body,
+            "prompt": self.prompt, "status": self.status, "usage": self.usage,
+            "session_id": self.session_id(), "user_prompts": self.user_prompts(),
+            "at_ms": self.at.as_millis() as u64,
+        })
     }
 }
 
@@ -209,6 +228,10 @@ fn handle(st: &State, mut rq: tiny_http::Request) {
     };
     let path = path_of(&url).trim_end_matches('/');
     match (method.as_str(), path) {
+        ("GET", "/_mock/requests") => {
+            let log: Vec<Value> = st.log.lock().iter().map(Recorded::to_json).collect();
+            respond_json(rq, 200, &Value::Array(log));
+        }
         ("POST", "/v1/messages") => messages(st, rq, rec),
         ("POST", "/v1/messages/count_tokens") => {
             let n = 2000 + text_len(&rec.body) / 4;
