@@ -49,10 +49,12 @@ size:
 	  ! ldd $(BIN) 2>/dev/null | grep -q '=>' || (echo "not static" >&2; exit 1)
 
 ## End to end with the real claude CLI (pinned in tests/e2e/CLAUDE_CLI_VERSION, installed once
-## into ~/.cache/claudeway-e2e) against our mock of the Anthropic API.
+## into ~/.cache/claudeway-e2e) against our mock of the Anthropic API; then the official
+## Python SDKs against the gateway with that CLI (tests/sdk/test_sdks_real.py; needs PyPI).
 e2e:
 	@cli="$$(bash tests/e2e/install-cli.sh)" && \
-	CLAUDEWAY_E2E_CLI="$$cli" $(CARGO) test --test e2e
+	CLAUDEWAY_E2E_CLI="$$cli" $(CARGO) test --test e2e && \
+	CLAUDEWAY_E2E_CLI="$$cli" bash tests/sdk/run --real
 
 ## Benchmarks: the release binary with a fake CLI that answers at once; prints a table
 ## (see BENCHMARKS.md). Numbers only, never pass/fail; not part of CI.
