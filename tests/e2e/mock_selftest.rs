@@ -192,4 +192,24 @@ fn probes_and_models_are_answered() {
     );
     assert!(r.json()["input_tokens"].as_u64().unwrap() > 0);
     assert_eq!(mock.requests().len(), 3);
+    // The record, for a test in another process; listing it is not recorded.
+    let r = request(mock.addr, "GET", "/_mock/requests", None, &[], b"");
+    assert_eq!(r.status, 200);
+    let listed = r.json();
+    let urls: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "/api/hello",
+            "/v1/models?limit=100",
+            "/v1/messages/count_tokens"
+        ]
+    );
+    assert_eq!(listed[2]["method"], "POST");
+    assert_eq!(mock.requests().len(), 3);
 }
