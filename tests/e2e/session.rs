@@ -155,3 +155,39 @@ fn an_approved_write_lands_only_after_approval_with_allowed_tools() {
         .post(&format!("/session/{id}/approve"), Some(USER), &json!({}))
         .error(409, "CONFLICT");
 }
+
+#[test]
+fn a_denied_task_is_approved_with_its_session_id() {
+    let Some(e) = E2e::with(|c| c.permissions_bypass = false) else {
+        return;
+    };
+    // No workdir: the task's own fresh one, kept for the approval.
+    let body = json!({"prompt": "USE_TOOL_WRITE later.txt approved later"});
+    let v = e.srv.post("/task", Some(USER), &body).json();
+    assert_eq!(v["permission_denials"][0]["tool_name"], "Write", "{v}");
+    let file = v["permission_denials"][0]["tool_input"]["file_path"]
+        .as_str()
+        .expect("the path the CLI was asked to write")
+        .to_string();
+    assert!(
+        file.starts_with(e.srv.root().join("work").to_str().unwrap()),
+        "{file}"
+    );
+    assert!(!std::path::Path::new(&file).exists());
+    // An empty body approves everything pending; the same key only.
+    let id = v["session_id"].as_str().unwrap();
+    let path = format!("/session/{id}/approve");
+    e.srv
+        .post(&path, Some(OTHER), &json!({}))
+        .error(404, "NOT_FOUND");
+    let r = e.srv.post(&path, Some(USER), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["success"], true);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "approved later");
+    let sent = e.mock.messages_for(id);
+    assert_eq!(
+        sent.len(),
+        4,
+        "the denied turn and the approved one: {sent:?}"
+    );
+}
