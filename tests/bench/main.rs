@@ -1,27 +1,36 @@
 //! `bench`: how much Claudeway adds on top of the CLI it runs. Starts the release
 //! `claudeway` binary as a child (so its memory is its own) with `bench-claude` (a fake CLI
 //! that answers at once) and prints a Markdown table: overhead per task (POST /task round
-//! trip minus spawning the same fake directly from this process, interleaved), 200
-//! concurrent 1 s tasks, /health latency with 200 runs in flight, /health requests per
-//! second with keep-alive, and RSS. Numbers only: it never fails a build and never runs in
-//! CI. `make bench` builds and runs it; BENCHMARKS.md records a run.
-//!
-//! Figures that need features not built yet (SSE first byte, stored sessions, open
-//! streams) print as "n/a (not built yet)".
+//! trip minus spawning the same fake directly from this process, interleaved), with the
+//! sandbox (the default) and without; 200 concurrent 1 s tasks, both ways; /health latency
+//! with 200 runs in flight and with 200 open SSE streams (while their CLIs start, and once
+//! all run); /health requests per second with keep-alive; SSE first byte (the fake's write
+//! of its first delta to the SSE client's read of it); and RSS: idle, with 200 runs in
+//! flight, with 200 open SSE streams and with 1,000 stored sessions (the last two each on a
+//! fresh server, so that what an earlier load left behind does not hide them). Numbers
+//! only: it never fails a build and never runs in CI. `make bench` builds and runs it;
+//! BENCHMARKS.md records a run.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const KEY: &str = "bench-secret-0123456789abcdef";
 /// Tasks per side in the overhead measurement (plus a warm-up).
 const ROUNDS: usize = 400;
 const WARMUP: usize = 30;
-/// Concurrent tasks in the concurrency and in-flight measurements.
+/// Concurrent tasks in the concurrency and in-flight measurements, and open streams.
 const CONCURRENT: usize = 200;
+/// Streams in the SSE first-byte measurement (plus a warm-up).
+const FIRST_BYTE_ROUNDS: usize = 300;
+const FIRST_BYTE_WARMUP: usize = 20;
+/// The config of the server that measures without the sandbox.
+const SANDBOX_OFF: &str = "[sandbox]\nmode = \"off\"\n";
+/// Sessions stored in the memory measurement.
+const SESSIONS: usize = 1000;
 
 fn main() {
     let bin_dir = std::env::current_exe()
@@ -42,52 +51,63 @@ fn main() {
     let scratch = std::env::temp_dir().join(format!("claudeway-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).expect("scratch dir");
-
-    let server = Server::start(&claudeway, &fake, &scratch);
-    let addr = server.addr;
-    eprintln!("bench: claudeway pid {} on {addr}", server.pid());
-    let rss_idle = rss(server.pid());
     let mut rows: Vec<[String; 4]> = Vec::new();
 
-    // 1. Overhead per task: POST /task vs the same fake spawned directly, interleaved.
-    eprintln!("bench: overhead per task ({ROUNDS} rounds)");
-    let (mut task, mut direct) = (Vec::new(), Vec::new());
-    for i in 0..WARMUP + ROUNDS {
-        let (t, d) = if i % 2 == 0 {
-            let d = spawn_direct(&fake, "hello");
-            (post_task(addr, "hello").1, d)
-        } else {
-            let t = post_task(addr, "hello").1;
-            (t, spawn_direct(&fake, "hello"))
-        };
-        if i >= WARMUP {
-            task.push(t);
-            direct.push(d);
-        }
-    }
-    let (t50, t99) = (pct(&mut task, 50.0), pct(&mut task, 99.0));
-    let (d50, d99) = (pct(&mut direct, 50.0), pct(&mut direct, 99.0));
-    let (o50, o99) = (t50 - d50, t99 - d99);
+    // 1. Without the sandbox first (a sandboxed run leaves the kernel work of tearing down
+    // its namespaces behind, which would slow what follows): overhead per task and 200
+    // concurrent tasks.
+    let off = Server::start_with(&claudeway, &fake, &scratch.join("off"), SANDBOX_OFF);
+    eprintln!("bench: overhead per task, sandbox off ({ROUNDS} rounds)");
+    let (u, ud) = overhead(off.addr, &fake);
+    eprintln!("bench: {CONCURRENT} concurrent 1 s tasks, sandbox off");
+    let b_off = concurrent_tasks(off.addr, "/task", "SLEEP 1000", || {});
+    drop(off);
+
+    // 2. The default server (sandbox enforced): overhead per task.
+    let server = Server::start(&claudeway, &fake, &scratch.join("main"));
+    let (addr, pid) = (server.addr, server.pid());
+    eprintln!("bench: claudeway pid {pid} on {addr}");
+    let rss_idle = rss(pid);
+    eprintln!("bench: overhead per task, sandbox enforced ({ROUNDS} rounds)");
+    let (t, td) = overhead(addr, &fake);
     rows.push(row(
         "POST /task round trip, p50 / p99",
-        ms2(t50, t99),
+        ms2(t.0, t.1),
         "",
         "",
     ));
     rows.push(row(
-        "spawning the fake CLI directly, p50 / p99",
-        ms2(d50, d99),
+        "spawning the fake CLI directly, p50 / p99 (interleaved with the above)",
+        ms2(td.0, td.1),
         "",
         "",
     ));
     rows.push(row(
-        "**overhead per task**, p50 / p99",
-        ms2(o50, o99),
+        "**overhead per task** (sandbox enforced, the default), p50 / p99",
+        ms2(t.0 - td.0, t.1 - td.1),
         "p50 < 1 ms",
-        yes(o50 < 1.0),
+        yes(t.0 - td.0 < 1.0),
+    ));
+    rows.push(row(
+        "POST /task round trip, sandbox off, p50 / p99",
+        ms2(u.0, u.1),
+        "",
+        "",
+    ));
+    rows.push(row(
+        "spawning the fake CLI directly, p50 / p99 (interleaved with the above)",
+        ms2(ud.0, ud.1),
+        "",
+        "",
+    ));
+    rows.push(row(
+        "**overhead per task**, sandbox off, p50 / p99",
+        ms2(u.0 - ud.0, u.1 - ud.1),
+        "p50 < 1 ms",
+        yes(u.0 - ud.0 < 1.0),
     ));
 
-    // 2. /health requests per second, keep-alive, one client thread.
+    // 3. /health requests per second, keep-alive, one client thread.
     eprintln!("bench: /health keep-alive");
     let (rps, mut idle_health) = health_keepalive(addr, Duration::from_secs(2));
     rows.push(row(
@@ -104,77 +124,113 @@ fn main() {
         "",
     ));
 
-    // 3. 200 concurrent tasks whose fake sleeps 1 s.
+    // 4. 200 concurrent tasks whose fake sleeps 1 s.
     eprintln!("bench: {CONCURRENT} concurrent 1 s tasks");
-    let b = concurrent_tasks(addr, "SLEEP 1000", || {});
-    rows.push(row(
-        &format!("{CONCURRENT} concurrent tasks of 1 s: wall time (each: p50, max)"),
-        format!(
-            "{:.2} s ({:.2} s, {:.2} s){}",
-            b.wall.as_secs_f64(),
-            b.each_p50 / 1000.0,
-            b.each_max / 1000.0,
-            failures(b.failed)
-        ),
-        "≈ 1 s (≤ 1.5 s)",
-        yes(b.failed == 0 && b.wall < Duration::from_millis(1500)),
-    ));
+    let b = concurrent_tasks(addr, "/task", "SLEEP 1000", || {});
+    for (what, b) in [("", &b), (", sandbox off", &b_off)] {
+        rows.push(row(
+            &format!("{CONCURRENT} concurrent tasks of 1 s{what}: wall time (each: p50, max)"),
+            format!(
+                "{:.2} s ({:.2} s, {:.2} s){}",
+                b.wall.as_secs_f64(),
+                b.each_p50 / 1000.0,
+                b.each_max / 1000.0,
+                failures(b.failed)
+            ),
+            "≈ 1 s (≤ 1.5 s)",
+            yes(b.failed == 0 && b.wall < Duration::from_millis(1500)),
+        ));
+    }
 
-    // 4. /health and RSS while 200 runs are in flight.
+    // 5. /health and RSS while 200 runs are in flight.
     eprintln!("bench: /health with {CONCURRENT} runs in flight");
-    let pid = server.pid();
-    let mut during: Vec<f64> = Vec::new();
-    let mut rss_busy = 0;
-    let mut running_seen = 0;
-    let busy = concurrent_tasks(addr, "SLEEP 3000", || {
-        let until = Instant::now() + Duration::from_secs(10);
-        while running(addr) < CONCURRENT && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        rss_busy = rss(pid);
-        let end = Instant::now() + Duration::from_millis(1500);
-        while Instant::now() < end {
-            let t = Instant::now();
-            let (status, _) = get(addr, "/health");
-            assert_eq!(status, 200);
-            during.push(ms(t.elapsed()));
-        }
-        running_seen = running(addr);
-    });
-    let (b50, b99) = (pct(&mut during, 50.0), pct(&mut during, 99.0));
-    rows.push(row(
-        &format!("/health p50 / p99 with {CONCURRENT} runs in flight (new connection each)"),
-        format!(
-            "{}{}{}",
-            ms2(b50, b99),
-            failures(busy.failed),
-            if running_seen == CONCURRENT {
-                String::new()
-            } else {
-                format!(" (only {running_seen} in flight at the end)")
-            }
-        ),
-        "p99 < 5 ms",
-        yes(b99 < 5.0),
-    ));
+    let mut load = Load::default();
+    let busy = concurrent_tasks(addr, "/task", "SLEEP 5000", || load = under_load(addr, pid));
+    load.rows(&mut rows, "runs in flight", busy.failed);
     let rss_after = rss(pid);
+
+    // 6. SSE first byte: the fake writes its first delta with the time in it; the client
+    // notes the time it reads that event.
+    eprintln!("bench: SSE first byte ({FIRST_BYTE_ROUNDS} streams)");
+    let mut first: Vec<f64> = (0..FIRST_BYTE_WARMUP + FIRST_BYTE_ROUNDS)
+        .map(|_| sse_first_byte(addr))
+        .skip(FIRST_BYTE_WARMUP)
+        .collect();
+    let (f50, f99) = (pct(&mut first, 50.0), pct(&mut first, 99.0));
+    rows.push(row(
+        "**SSE first byte** (fake writes its first delta → client reads it), p50 / p99",
+        ms2(f50, f99),
+        "p50 < 1 ms",
+        yes(f50 < 1.0),
+    ));
+    drop(server);
     rows.push(row("RSS idle, after start", mib(rss_idle), "", ""));
     rows.push(row(
         &format!("RSS with {CONCURRENT} runs in flight"),
-        mib(rss_busy),
+        mib(load.rss),
         "",
         "",
     ));
     rows.push(row("RSS idle, after the load", mib(rss_after), "", ""));
-    for (what, target) in [
-        ("SSE first byte (fake prints → client reads), p50", "< 1 ms"),
-        ("/health p99 with 200 SSE streams open", "< 5 ms"),
-        ("RSS with 1,000 stored sessions", ""),
-        ("RSS with 200 open streams", ""),
-    ] {
-        rows.push(row(what, "n/a (not built yet)".into(), target, ""));
-    }
+
+    // 7. 200 open SSE streams (each CLI sleeps 5 s before it prints), on a fresh server.
+    eprintln!("bench: {CONCURRENT} open SSE streams (fresh server)");
+    let server = Server::start(&claudeway, &fake, &scratch.join("streams"));
+    let (addr, pid) = (server.addr, server.pid());
+    let rss_fresh = rss(pid);
+    let mut load = Load::default();
+    let streams = concurrent_tasks(addr, "/task/stream", "SLEEP 5000", || {
+        load = under_load(addr, pid)
+    });
+    load.rows(&mut rows, "SSE streams open", streams.failed);
+    rows.push(row(
+        &format!(
+            "RSS with {CONCURRENT} open SSE streams (fresh server: {} idle)",
+            mib(rss_fresh)
+        ),
+        mib(load.rss),
+        "",
+        "",
+    ));
     drop(server);
+
+    // 8. 1,000 stored sessions, one turn each, on a fresh server; then that server restarted
+    // (it loads them from the state dir).
+    eprintln!("bench: {SESSIONS} stored sessions (fresh server)");
+    let dir = scratch.join("sessions");
+    let server = Server::start(&claudeway, &fake, &dir);
+    let fresh = rss(server.pid());
+    let t = Instant::now();
+    let failed = (0..SESSIONS)
+        .filter(|_| !store_session(server.addr))
+        .count();
+    let took = t.elapsed();
+    let rss_sessions = rss(server.pid());
+    drop(server);
+    let server = Server::start(&claudeway, &fake, &dir);
+    let (_, list) = get_key(server.addr, "/sessions?per_page=1");
+    let listed: serde_json::Value = serde_json::from_slice(&list).unwrap_or_default();
+    let rss_loaded = rss(server.pid());
+    drop(server);
+    rows.push(row(
+        &format!(
+            "RSS with {SESSIONS} stored sessions, one turn each (fresh server: {} idle; created in {:.1} s)",
+            mib(fresh),
+            took.as_secs_f64()
+        ),
+        format!("{}{}", mib(rss_sessions), failures(failed)),
+        "",
+        "",
+    ));
+    rows.push(row(
+        &format!(
+            "RSS after a restart with {SESSIONS} stored sessions (it lists {})",
+            listed["total"]
+        ),
+        mib(rss_loaded),
+        "",
+        "",
+    ));
     let _ = std::fs::remove_dir_all(&scratch);
 
     println!("{}", machine());
@@ -184,6 +240,145 @@ fn main() {
     for r in rows {
         println!("| {} | {} | {} | {} |", r[0], r[1], r[2], r[3]);
     }
+}
+
+/// POST /task round trips and direct spawns of the same fake, interleaved:
+/// ((task p50, p99), (direct p50, p99)) in ms.
+fn overhead(addr: SocketAddr, fake: &PathBuf) -> ((f64, f64), (f64, f64)) {
+    let (mut task, mut direct) = (Vec::new(), Vec::new());
+    for i in 0..WARMUP + ROUNDS {
+        let (t, d) = if i % 2 == 0 {
+            let d = spawn_direct(fake, "hello");
+            (post_task(addr, "hello").1, d)
+        } else {
+            let t = post_task(addr, "hello").1;
+            (t, spawn_direct(fake, "hello"))
+        };
+        if i >= WARMUP {
+            task.push(t);
+            direct.push(d);
+        }
+    }
+    (
+        (pct(&mut task, 50.0), pct(&mut task, 99.0)),
+        (pct(&mut direct, 50.0), pct(&mut direct, 99.0)),
+    )
+}
+
+/// What /health and memory looked like while `CONCURRENT` runs were in flight.
+#[derive(Default)]
+struct Load {
+    /// /health latencies (ms) while the CLIs were still being started.
+    starting: Vec<f64>,
+    /// ... and once all of them ran (1.5 s).
+    steady: Vec<f64>,
+    /// From the first request until every CLI ran.
+    started_in: Duration,
+    /// CLIs seen running at the end (short of `CONCURRENT` if some never started).
+    seen: usize,
+    rss: u64,
+}
+
+impl Load {
+    fn rows(&mut self, rows: &mut Vec<[String; 4]>, what: &str, failed: usize) {
+        let short = if self.seen == CONCURRENT {
+            String::new()
+        } else {
+            format!(" (only {} CLIs running)", self.seen)
+        };
+        let (s50, s99) = (pct(&mut self.steady, 50.0), pct(&mut self.steady, 99.0));
+        rows.push(row(
+            &format!("/health p50 / p99 with {CONCURRENT} {what}, all CLIs started (new connection each)"),
+            format!("{}{}{short}", ms2(s50, s99), failures(failed)),
+            "p99 < 5 ms",
+            yes(s99 < 5.0 && failed == 0 && short.is_empty()),
+        ));
+        let during = if self.starting.is_empty() {
+            "(no sample)".to_string()
+        } else {
+            let (a, b) = (pct(&mut self.starting, 50.0), pct(&mut self.starting, 99.0));
+            ms2(a, b)
+        };
+        rows.push(row(
+            &format!(
+                "/health p50 / p99 while those {CONCURRENT} CLIs were being started ({:.2} s)",
+                self.started_in.as_secs_f64()
+            ),
+            during,
+            "",
+            "",
+        ));
+    }
+}
+
+/// Runs while a burst of `CONCURRENT` long requests is being posted: /health, one request
+/// after another (a new connection each), while the CLIs start and then for 1.5 s once all
+/// of them run; the server's RSS then. The CLIs must sleep for longer than all this.
+fn under_load(addr: SocketAddr, server: u32) -> Load {
+    let began = Instant::now();
+    let give_up = began + Duration::from_secs(20);
+    let mut load = Load::default();
+    let mut checked = Instant::now();
+    let mut all = false;
+    while !all && Instant::now() < give_up {
+        let t = Instant::now();
+        let (status, _) = get(addr, "/health");
+        assert_eq!(status, 200);
+        load.starting.push(ms(t.elapsed()));
+        if checked.elapsed() > Duration::from_millis(50) {
+            all = fakes_of(server) >= CONCURRENT;
+            checked = Instant::now();
+        }
+    }
+    load.started_in = began.elapsed();
+    load.rss = rss(server);
+    let end = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < end {
+        let t = Instant::now();
+        let (status, _) = get(addr, "/health");
+        assert_eq!(status, 200);
+        load.steady.push(ms(t.elapsed()));
+    }
+    load.seen = fakes_of(server);
+    load
+}
+
+/// How many `bench-claude` processes run for `server`: its children, or (sandboxed) its
+/// grandchildren, PID 1 of their own namespace under a supervisor process.
+fn fakes_of(server: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut parent = std::collections::HashMap::new();
+    let mut fakes = Vec::new();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid: u32 = tail
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        parent.insert(pid, ppid);
+        if head.ends_with("(bench-claude") {
+            fakes.push(pid);
+        }
+    }
+    fakes
+        .iter()
+        .filter(|p| {
+            let up = parent.get(p).copied().unwrap_or(0);
+            up == server || parent.get(&up).copied() == Some(server)
+        })
+        .count()
 }
 
 fn row(what: &str, value: String, target: &str, met: &str) -> [String; 4] {
@@ -269,8 +464,15 @@ struct Server {
 
 impl Server {
     fn start(claudeway: &Path, fake: &Path, dir: &Path) -> Server {
+        Server::start_with(claudeway, fake, dir, "")
+    }
+
+    /// With `config` as the server's claudeway.toml.
+    fn start_with(claudeway: &Path, fake: &Path, dir: &Path, config: &str) -> Server {
+        std::fs::create_dir_all(dir).expect("the server's directory");
+        std::fs::write(dir.join("claudeway.toml"), config).expect("claudeway.toml");
         let mut child = Command::new(claudeway)
-            .current_dir(dir) // no ./claudeway.toml of the caller
+            .current_dir(dir) // its own ./claudeway.toml, not the caller's
             .args(["--host", "127.0.0.1", "--port", "0", "--force"])
             .args(["--keys", &format!("bench:{KEY}")])
             .arg("--claude-bin")
@@ -374,14 +576,85 @@ fn read_head(r: &mut impl BufRead) -> (u16, Option<usize>) {
 }
 
 fn post_task(addr: SocketAddr, prompt: &str) -> (u16, f64) {
-    let body = format!("{{\"prompt\":\"{prompt}\"}}");
+    post(addr, "/task", prompt)
+}
+
+/// POSTs `{"prompt": prompt}` to `route` and reads the whole answer (a stream to its end);
+/// returns the status and the time in ms.
+fn post(addr: SocketAddr, route: &str, prompt: &str) -> (u16, f64) {
+    let t = Instant::now();
+    let (status, _) = post_json(addr, route, &format!("{{\"prompt\":\"{prompt}\"}}"));
+    (status, ms(t.elapsed()))
+}
+
+fn post_json(addr: SocketAddr, route: &str, body: &str) -> (u16, Vec<u8>) {
     let head = format!(
-        "POST /task HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST {route} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    let t = Instant::now();
-    let (status, _) = send(addr, &head, body.as_bytes());
-    (status, ms(t.elapsed()))
+    send(addr, &head, body.as_bytes())
+}
+
+fn get_key(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    send(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\n\r\n"),
+        b"",
+    )
+}
+
+/// Starts a session and takes one turn in it; true when both answered 200.
+fn store_session(addr: SocketAddr) -> bool {
+    let (status, body) = post_json(addr, "/session/start", "{}");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let Some(id) = v["session_id"].as_str().filter(|_| status == 200) else {
+        return false;
+    };
+    post(addr, &format!("/session/{id}"), "hello").0 == 200
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
+/// One `POST /task/stream` of `FIRST_BYTE`: the time in ms from the fake's write of its first
+/// delta (the time is the delta's text) to this client's read of that event. Then reads the
+/// stream to its end.
+fn sse_first_byte(addr: SocketAddr) -> f64 {
+    let body = r#"{"prompt":"FIRST_BYTE"}"#;
+    let head = format!(
+        "POST /task/stream HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut s = connect(addr);
+    s.write_all(format!("{head}{body}").as_bytes())
+        .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    let needle = b"data: t=";
+    loop {
+        let n = s.read(&mut buf).expect("read the stream");
+        let now = now_ns();
+        assert!(n > 0, "the stream ended before its first delta");
+        got.extend_from_slice(&buf[..n]);
+        let Some(at) = got.windows(needle.len()).position(|w| w == needle) else {
+            continue;
+        };
+        let digits = &got[at + needle.len()..];
+        let Some(end) = digits.iter().position(|b| *b == b'\n') else {
+            continue;
+        };
+        let sent: u128 = std::str::from_utf8(&digits[..end])
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .expect("a time in the first delta");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        return now.saturating_sub(sent) as f64 / 1e6;
+    }
 }
 
 fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
@@ -390,13 +663,6 @@ fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
         &format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"),
         b"",
     )
-}
-
-/// Runs in flight, from /health.
-fn running(addr: SocketAddr) -> usize {
-    let (_, body) = get(addr, "/health");
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    v["runs"]["running"].as_u64().unwrap_or(0) as usize
 }
 
 /// Spawns the fake as Claudeway does (same argv, prompt on stdin, stdout read to the end)
@@ -462,9 +728,14 @@ struct Burst {
     failed: usize,
 }
 
-/// Posts `CONCURRENT` tasks at once; `during` runs on this thread meanwhile. The wall time
-/// runs from the first request sent to the last answer read.
-fn concurrent_tasks(addr: SocketAddr, prompt: &'static str, during: impl FnOnce()) -> Burst {
+/// Posts `CONCURRENT` tasks to `route` at once; `during` runs on this thread meanwhile. The
+/// wall time runs from the first request sent to the last answer read.
+fn concurrent_tasks(
+    addr: SocketAddr,
+    route: &'static str,
+    prompt: &'static str,
+    during: impl FnOnce(),
+) -> Burst {
     let go = Arc::new(Barrier::new(CONCURRENT + 1));
     let clients: Vec<_> = (0..CONCURRENT)
         .map(|_| {
@@ -472,7 +743,7 @@ fn concurrent_tasks(addr: SocketAddr, prompt: &'static str, during: impl FnOnce(
             std::thread::spawn(move || {
                 go.wait();
                 let start = Instant::now();
-                let (status, _) = post_task(addr, prompt);
+                let (status, _) = post(addr, route, prompt);
                 (status, start, Instant::now())
             })
         })

@@ -7,9 +7,10 @@
 //! The tests run only when `CLAUDEWAY_E2E_CLI` names the CLI binary (`make e2e` installs it
 //! and sets it); otherwise [`E2e::start`] prints that the test was skipped and returns `None`.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 use std::thread::JoinHandle;
@@ -239,6 +240,20 @@ impl E2e {
         })
     }
 
+    /// The command lines of this test's live CLI processes (and of what they started).
+    pub fn cli_argvs(&self) -> Vec<Vec<String>> {
+        self.cli_processes()
+            .into_iter()
+            .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+            .map(|c| {
+                c.split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Pids of live processes started by this test's CLI runs (they carry its marker).
     pub fn cli_processes(&self) -> Vec<u32> {
         let needle = format!("{MARKER_VAR}={}\0", self.marker);
@@ -254,6 +269,84 @@ impl E2e {
             })
             .filter(|pid| process_alive(*pid))
             .collect()
+    }
+}
+
+/// Two costs in dollars are the same (the CLI's own sums, compared across runs).
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+/// The claudeway binary as a child process with the real CLI, for what only a real process
+/// shows (its own `/proc/<pid>/environ`): started in a scratch directory with `config` as
+/// ./claudeway.toml, `env` in its environment (the CLI inherits it) and `WRAPPER_KEYS` set
+/// to `keys`. Killed on drop.
+pub struct Gateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Removed after the child is killed.
+    _dir: TempDir,
+}
+
+impl Gateway {
+    pub fn start(cli: &Path, env: &[(String, String)], keys: &str, config: &str) -> Gateway {
+        hermetic_env();
+        let dir = TempDir::new("e2e-gateway");
+        std::fs::write(dir.path().join("claudeway.toml"), config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_claudeway"))
+            .current_dir(dir.path())
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .arg("--claude-bin")
+            .arg(cli)
+            .args(["--workdir", "work", "--log-dir", "logs"])
+            .env_remove("CLAUDECODE")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("WRAPPER_KEYS", keys)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("claudeway starts");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            // Keeps reading, so the server never blocks on a full pipe.
+            for l in BufReader::new(stderr).lines() {
+                let Ok(l) = l else { break };
+                let _ = tx.send(l);
+            }
+        });
+        let mut seen = Vec::new();
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) => {
+                    if let Some(a) = l.split(" listening on ").nth(1) {
+                        break a.trim().parse().expect("an address");
+                    }
+                    seen.push(l);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("claudeway did not start: {seen:?}");
+                }
+            }
+        };
+        Gateway {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -22,12 +22,20 @@ fn captured(text: &str, line: usize) -> (Vec<(String, String)>, Value) {
 
 /// POSTs `body` as the CLI would and returns (status, SSE events or the JSON body).
 fn post(mock: &Mock, headers: &[(String, String)], body: &Value) -> (u16, Vec<Value>) {
+    post_to(mock.addr, headers, body)
+}
+
+fn post_to(
+    addr: std::net::SocketAddr,
+    headers: &[(String, String)],
+    body: &Value,
+) -> (u16, Vec<Value>) {
     let h: Vec<(&str, &str)> = headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let r = request(
-        mock.addr,
+        addr,
         "POST",
         "/v1/messages?beta=true",
         None,
@@ -212,4 +220,83 @@ fn probes_and_models_are_answered() {
     );
     assert_eq!(listed[2]["method"], "POST");
     assert_eq!(mock.requests().len(), 3);
+}
+
+#[test]
+fn hold_sends_the_first_delta_and_approval_repeats_the_call() {
+    let mock = Mock::start();
+    let (h, body) = captured(TOOL_RESULT, 0);
+    let addr = mock.addr;
+
+    // Held: a HOLD answer has sent its first delta (the test reads it) and waits.
+    mock.hold();
+    let mut s = connect(addr);
+    let hb: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    send_request(
+        &mut s,
+        "POST",
+        "/v1/messages?beta=true",
+        None,
+        &hb,
+        with_prompt(&body, "HOLD one two three")
+            .to_string()
+            .as_bytes(),
+    );
+    let mut r = std::io::BufReader::new(s);
+    let (status, _) = read_head(&mut r);
+    assert_eq!(status, 200);
+    let mut seen = String::new();
+    while !seen.contains("text_delta") {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+        seen.push_str(&line);
+    }
+    assert!(seen.contains(r#""text":"echo: ""#), "{seen}");
+    // Another request waits before its answer while the mock is held.
+    let other = {
+        let (h, b) = (h.clone(), with_prompt(&body, "plain"));
+        std::thread::spawn(move || post_to(addr, &h, &b))
+    };
+    assert!(eventually(std::time::Duration::from_secs(10), || mock
+        .requests()
+        .len()
+        == 2));
+    assert!(!other.is_finished());
+    assert!(!seen.contains("message_stop"));
+    mock.release();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut r, &mut rest);
+    assert!(rest.contains("message_stop"), "{rest}");
+    assert_eq!(text_of(&other.join().unwrap().1), "echo: plain");
+
+    // Claudeway's approval prompt: the named call again, same tool, same input.
+    let (_, mut body) = captured(TOOL_RESULT, 1);
+    let messages = body["messages"].as_array_mut().unwrap();
+    let call = messages
+        .iter()
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .find(|b| b["type"] == "tool_use")
+        .unwrap()
+        .clone();
+    let prompt = format!(
+        "The user approved these tool calls that were denied before:\n- Write ({}) file_path: x\nPlease make exactly these calls again now.",
+        call["id"].as_str().unwrap()
+    );
+    messages.push(json!({"role": "user", "content": [{"type": "text", "text": prompt}]}));
+    let (_, ev) = post(&mock, &h, &body);
+    let tool = ev
+        .iter()
+        .find(|e| e["content_block"]["type"] == "tool_use")
+        .expect("the call again");
+    assert_eq!(tool["content_block"]["name"], call["name"]);
+    assert_ne!(tool["content_block"]["id"], call["id"]);
+    let input: String = ev
+        .iter()
+        .filter_map(|e| e.pointer("/delta/partial_json").and_then(Value::as_str))
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&input).unwrap(),
+        call["input"]
+    );
 }

@@ -2,13 +2,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::E2e;
+use crate::harness::{close, E2e};
 use crate::mock::Mock;
 use crate::support::*;
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() < 1e-12
-}
 
 #[test]
 fn task_answers_the_clis_text_tokens_and_cost() {

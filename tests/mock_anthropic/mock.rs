@@ -17,7 +17,14 @@
 //! - `STREAM_ERROR ...`: the stream starts, then an SSE `error` event; the CLI then retries
 //!   once without streaming, and that request gets the echo as one JSON message;
 //! - `RECALL`: `earlier prompts: <p1> | <p2> ...`, the user prompts before this one in
-//!   `messages` (how a test sees that a later turn carries the earlier ones).
+//!   `messages` (how a test sees that a later turn carries the earlier ones);
+//! - `HOLD ...`: the echo; while the mock is held ([`Mock::hold`]), the first delta is sent
+//!   and the rest waits for [`Mock::release`] (how a test sees a delta before the run ends);
+//! - Claudeway's approval prompt (`The user approved these tool calls ...`, naming the
+//!   approved `tool_use_id`s): the same tool call again, as a model would make it.
+//!
+//! While the mock is held, every other `POST /v1/messages` is recorded and then waits for
+//! [`Mock::release`] before it is answered (how a test catches a CLI process in flight).
 //!
 //! `GET /_mock/requests` answers the record so far as a JSON array (method, url, headers,
 //! body, prompt, status, usage, session_id), for a test in another process; it is not
@@ -36,7 +43,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use serde_json::{json, Value};
 
 /// One request as the mock received it, and what it answered.
@@ -96,6 +103,15 @@ impl Recorded {
             "at_ms": self.at.as_millis() as u64,
         })
     }
+
+    /// The tool result this request carries back (its text, and whether it is an error),
+    /// in full: the answer's `tool ok: ...` shows only its first 300 characters.
+    pub fn tool_result(&self) -> Option<(String, bool)> {
+        match last_turn(&self.body) {
+            Turn::ToolResult { text, is_error } => Some((text, is_error)),
+            Turn::Prompt(_) => None,
+        }
+    }
 }
 
 struct State {
@@ -103,6 +119,23 @@ struct State {
     log: Mutex<Vec<Recorded>>,
     stop: AtomicBool,
     verbose: bool,
+    /// True while the mock is held (see [`Mock::hold`]).
+    held: Mutex<bool>,
+    released: Condvar,
+}
+
+impl State {
+    /// Waits while the mock is held; `Err` when the mock stops meanwhile.
+    fn wait_released(&self) -> std::io::Result<()> {
+        let mut held = self.held.lock();
+        while *held {
+            if self.stop.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("mock stopped"));
+            }
+            self.released.wait_for(&mut held, Duration::from_millis(50));
+        }
+        Ok(())
+    }
 }
 
 /// A running mock; stops accepting on drop.
@@ -128,6 +161,8 @@ impl Mock {
             log: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             verbose,
+            held: Mutex::new(false),
+            released: Condvar::new(),
         });
         let (s, st) = (server.clone(), state.clone());
         let accept = std::thread::Builder::new()
@@ -157,6 +192,18 @@ impl Mock {
     /// The value for `ANTHROPIC_BASE_URL`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Holds every answer to `POST /v1/messages` from now on (a `HOLD` answer after its
+    /// first delta) until [`Mock::release`]. The requests are recorded as they arrive.
+    pub fn hold(&self) {
+        *self.state.held.lock() = true;
+    }
+
+    /// Lets held answers go on; answers are no longer held.
+    pub fn release(&self) {
+        *self.state.held.lock() = false;
+        self.state.released.notify_all();
     }
 
     /// Every request so far, in order of arrival.
@@ -431,12 +478,39 @@ fn cwd_of(body: &Value) -> Option<String> {
         })
 }
 
+/// How Claudeway's approval turn begins (src/approval.rs).
+const APPROVAL_PROMPT: &str = "The user approved these tool calls";
+
+/// The tool call (name, input) that an approval prompt names by its `(toolu_...)` id, as the
+/// assistant made it earlier in `messages`.
+fn approved_call(body: &Value, prompt: &str) -> Option<(String, Value)> {
+    let ids: Vec<&str> = prompt
+        .split(['(', ')'])
+        .filter(|w| w.starts_with("toolu_"))
+        .collect();
+    body["messages"]
+        .as_array()?
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .find(|b| b["type"] == "tool_use" && ids.contains(&b["id"].as_str().unwrap_or("")))
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap_or("").to_string(),
+                b["input"].clone(),
+            )
+        })
+}
+
 /// One planned answer.
 struct Plan {
     text: String,
     tool: Option<(String, Value)>,
     delay: Duration,
     stream_error: bool,
+    /// `HOLD`: a hold waits after the first delta, not before the answer.
+    hold_mid_stream: bool,
 }
 
 fn messages(st: &State, rq: tiny_http::Request, mut rec: Recorded) {
@@ -449,6 +523,7 @@ fn messages(st: &State, rq: tiny_http::Request, mut rec: Recorded) {
         tool: None,
         delay: Duration::ZERO,
         stream_error: false,
+        hold_mid_stream: false,
     };
     match &turn {
         Turn::ToolResult { text, is_error } => {
@@ -467,6 +542,9 @@ fn messages(st: &State, rq: tiny_http::Request, mut rec: Recorded) {
                     let msg = format!("mock API error {status}");
                     rec.status = status;
                     record(st, rec);
+                    if st.wait_released().is_err() {
+                        return;
+                    }
                     return respond_json(rq, status, &api_error_body(error_kind(status), &msg));
                 }
                 "SLOW" => {
@@ -474,6 +552,13 @@ fn messages(st: &State, rq: tiny_http::Request, mut rec: Recorded) {
                     plan.delay = Duration::from_secs_f64(secs.clamp(0.0, 3600.0));
                 }
                 "STREAM_ERROR" => plan.stream_error = streaming,
+                "HOLD" => plan.hold_mid_stream = streaming,
+                _ if p.starts_with(APPROVAL_PROMPT) => {
+                    if let Some(call) = approved_call(&body, p) {
+                        plan.text = "I'll make the approved call again.".into();
+                        plan.tool = Some(call);
+                    }
+                }
                 "RECALL" => {
                     let all = user_prompts(&body);
                     let earlier = &all[..all.len().saturating_sub(1)];
@@ -530,10 +615,16 @@ fn messages(st: &State, rq: tiny_http::Request, mut rec: Recorded) {
             "usage": usage,
         });
         record(st, rec);
+        if st.wait_released().is_err() {
+            return;
+        }
         return respond_json(rq, 200, &msg);
     }
     // The answer is on its way; record now so a test sees the request while it streams.
     record(st, rec);
+    if !plan.hold_mid_stream && st.wait_released().is_err() {
+        return;
+    }
 
     let mut w = rq.into_writer();
     let head = format!(
@@ -557,6 +648,9 @@ fn messages(st: &State, rq: tiny_http::Request, mut rec: Recorded) {
         sse.event(&json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}))?;
         sse.event(&json!({"type": "ping"}))?;
         for (i, piece) in pieces(&plan.text, 6).iter().enumerate() {
+            if i == 1 && plan.hold_mid_stream {
+                st.wait_released()?;
+            }
             if i > 0 {
                 sse.sleep(plan.delay)?;
             }
