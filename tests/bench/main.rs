@@ -145,7 +145,9 @@ fn main() {
     // 5. /health and RSS while 200 runs are in flight.
     eprintln!("bench: /health with {CONCURRENT} runs in flight");
     let mut load = Load::default();
-    let busy = concurrent_tasks(addr, "/task", "SLEEP 5000", || load = under_load(addr, pid));
+    let busy = concurrent_tasks(addr, "/task", "SLEEP 10000", || {
+        load = under_load(addr, pid)
+    });
     load.rows(&mut rows, "runs in flight", busy.failed);
     let rss_after = rss(pid);
 
@@ -173,13 +175,13 @@ fn main() {
     ));
     rows.push(row("RSS idle, after the load", mib(rss_after), "", ""));
 
-    // 7. 200 open SSE streams (each CLI sleeps 5 s before it prints), on a fresh server.
+    // 7. 200 open SSE streams (each CLI sleeps 10 s before it prints), on a fresh server.
     eprintln!("bench: {CONCURRENT} open SSE streams (fresh server)");
     let server = Server::start(&claudeway, &fake, &scratch.join("streams"));
     let (addr, pid) = (server.addr, server.pid());
     let rss_fresh = rss(pid);
     let mut load = Load::default();
-    let streams = concurrent_tasks(addr, "/task/stream", "SLEEP 5000", || {
+    let streams = concurrent_tasks(addr, "/task/stream", "SLEEP 10000", || {
         load = under_load(addr, pid)
     });
     load.rows(&mut rows, "SSE streams open", streams.failed);

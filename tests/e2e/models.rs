@@ -33,7 +33,7 @@ fn models_come_from_the_models_api_named_in_claude_env() {
     assert!(!asked.is_empty(), "the mock was never asked");
     assert_eq!(asked[0].header("x-api-key"), Some("sk-test"));
     assert_eq!(asked[0].header("anthropic-version"), Some("2023-06-01"));
-    assert!(e.srv.get("/models", None).status == 401);
+    assert_eq!(e.srv.get("/models", None).status, 401);
 
     // A listed model id that is not an alias goes to the API as it is.
     let id = "claude-haiku-4-5-20251001";
