@@ -104,7 +104,9 @@ fn init_logging(level: log::LevelFilter) {
         .set_thread_level(log::LevelFilter::Off)
         .set_target_level(log::LevelFilter::Off)
         .build();
-    let _ = simplelog::WriteLogger::init(level, config, std::io::stderr());
+    // One write per log line (simplelog writes each piece separately; stderr is unbuffered).
+    let _ =
+        simplelog::WriteLogger::init(level, config, std::io::LineWriter::new(std::io::stderr()));
 }
 
 /// Warns (or, on a terminal, asks) when the claude CLI cannot be found.

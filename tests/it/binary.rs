@@ -1,5 +1,5 @@
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::json;
@@ -31,28 +31,7 @@ fn start(dir: &TempDir, extra: &[&str]) -> (Proc, Vec<String>, u16) {
 }
 
 fn start_with_env(dir: &TempDir, extra: &[&str], env: &[(&str, &str)]) -> (Proc, Vec<String>, u16) {
-    let mut child = claudeway()
-        .current_dir(dir.path())
-        .args([
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--claude-bin",
-            &fake_claude(),
-            "--workdir",
-            "work",
-            "--log-dir",
-            "logs",
-        ])
-        .args(extra)
-        .env("HOME", dir.path())
-        .env("IS_SANDBOX", "1")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = binary_in(dir.path(), env).args(extra).spawn().unwrap();
     let mut lines = Vec::new();
     let mut r = BufReader::new(child.stderr.take().unwrap());
     let port = loop {

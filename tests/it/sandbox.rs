@@ -6,7 +6,6 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use claudeway::sandbox::{Mode, State};
@@ -361,26 +360,7 @@ fn binary(
     until: &str,
 ) -> (std::process::Child, Vec<String>) {
     std::fs::write(dir.path().join("claudeway.toml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_claudeway"))
-        .current_dir(dir.path())
-        .env_remove("WRAPPER_KEYS")
-        .args([
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--claude-bin",
-            &fake_claude(),
-        ])
-        .args(["--workdir", "work", "--log-dir", "logs"])
-        .args(extra)
-        .env("HOME", dir.path())
-        .env("IS_SANDBOX", "1")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = binary_in(dir.path(), env).args(extra).spawn().unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {

@@ -629,3 +629,30 @@ impl TestServer {
             .expect("an approval run")
     }
 }
+
+/// The real `claudeway` binary, ready to start in `dir` on 127.0.0.1 (port 0) with the fake
+/// CLI, `work/` and `logs/` under `dir`, HOME = `dir`, `env` added, stdin null and stderr piped
+/// (callers add their flags and spawn). Our own variables are removed from its environment.
+pub fn binary_in(dir: &Path, env: &[(&str, &str)]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_claudeway"));
+    c.current_dir(dir)
+        .env_remove("WRAPPER_KEYS")
+        .env_remove("PORT")
+        .env_remove("HOST")
+        .env_remove("LOG_DIR")
+        .env("HOME", dir)
+        .env("IS_SANDBOX", "1")
+        .envs(env.iter().copied())
+        .args([
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--claude-bin",
+            &fake_claude(),
+        ])
+        .args(["--workdir", "work", "--log-dir", "logs"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    c
+}

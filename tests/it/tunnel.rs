@@ -19,34 +19,9 @@ pub struct Bin {
 
 impl Bin {
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Bin {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_claudeway"))
-            .current_dir(dir)
-            .env_remove("WRAPPER_KEYS")
-            .env_remove("PORT")
-            .env_remove("HOST")
-            .env_remove("LOG_DIR")
-            .env("HOME", dir)
-            .env("IS_SANDBOX", "1")
-            .envs(env.iter().copied())
-            .args([
-                "--port",
-                "0",
-                "--host",
-                "127.0.0.1",
-                "--claude-bin",
-                &fake_claude(),
-            ])
-            .args([
-                "--workdir",
-                "work",
-                "--log-dir",
-                "logs",
-                "--keys",
-                "k:bin-secret-0123456789",
-            ])
+        let mut child = binary_in(dir, env)
+            .args(["--keys", "k:bin-secret-0123456789"])
             .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
