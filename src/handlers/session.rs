@@ -91,22 +91,25 @@ fn create(app: &Arc<App>, ex: &mut Exchange, key_id: &str) -> Result<Reply, ApiE
     })))
 }
 
+/// Reads the body of a turn (on a run thread), checks the session is the caller's and
+/// builds the turn it asks for.
+fn read_turn(
+    app: &App,
+    ex: &mut Exchange,
+    key_id: &str,
+    id: &str,
+) -> Result<(crate::input::Body, TurnRequest), ApiError> {
+    let body = read_body(app, ex)?;
+    conversation::find(app, key_id, id)?;
+    let req = TurnRequest::from_body(app, &body, key_id, id, &ex.request_id, &ex.path, ex.started)?;
+    Ok((body, req))
+}
+
 pub fn post(app: &Arc<App>, ex: Exchange, key_id: String, id: String) {
     let app = app.clone();
     crate::server::spawn_run("session-turn", move || {
         let mut ex = ex;
-        let req = read_body(&app, &mut ex).and_then(|body| {
-            conversation::find(&app, &key_id, &id)?;
-            TurnRequest::from_body(
-                &app,
-                &body,
-                &key_id,
-                &id,
-                &ex.request_id,
-                &ex.path,
-                ex.started,
-            )
-        });
+        let req = read_turn(&app, &mut ex, &key_id, &id).map(|(_, req)| req);
         let req = match req {
             Ok(r) => r,
             Err(e) => return ex.error(e),
@@ -128,18 +131,8 @@ pub fn stream(app: &Arc<App>, ex: Exchange, key_id: String, id: String) {
     let app = app.clone();
     crate::server::spawn_run("session-sse", move || {
         let mut ex = ex;
-        let prepared = read_body(&app, &mut ex).and_then(|body| {
+        let prepared = read_turn(&app, &mut ex, &key_id, &id).and_then(|(body, req)| {
             let mode = Mode::parse(body.opt_string("stream_mode")?.as_deref())?;
-            conversation::find(&app, &key_id, &id)?;
-            let req = TurnRequest::from_body(
-                &app,
-                &body,
-                &key_id,
-                &id,
-                &ex.request_id,
-                &ex.path,
-                ex.started,
-            )?;
             let place = stream::take_place(&app)?;
             Ok((req, mode, place))
         });

@@ -270,17 +270,9 @@ fn a_queued_run_is_refused_if_the_runs_before_it_spent_the_budget() {
         "/task",
         json!({"prompt": format!("WAIT_FILE {} COST 0.6", gate.display())}),
     );
-    assert!(eventually(Duration::from_secs(20), || srv
-        .app()
-        .gate
-        .load()
-        == (1, 0)));
+    srv.wait_load(1, 0);
     let second = post_async(srv.addr, USER, "/task", json!({"prompt": "queued"}));
-    assert!(eventually(Duration::from_secs(20), || srv
-        .app()
-        .gate
-        .load()
-        == (1, 1)));
+    srv.wait_load(1, 1);
     std::fs::write(&gate, "").unwrap();
     let v = first.join().unwrap().json();
     assert_eq!(
@@ -315,17 +307,9 @@ fn a_key_cap_queues_as_many_as_it_runs_then_429() {
         "/task",
         json!({"prompt": format!("WAIT_FILE {} held", gate.display())}),
     );
-    assert!(eventually(Duration::from_secs(20), || srv
-        .app()
-        .gate
-        .load()
-        == (1, 0)));
+    srv.wait_load(1, 0);
     let queued = post_async(srv.addr, USER, "/task", json!({"prompt": "queued"}));
-    assert!(eventually(Duration::from_secs(20), || srv
-        .app()
-        .gate
-        .load()
-        == (1, 1)));
+    srv.wait_load(1, 1);
     let r = srv.post("/task", Some(USER), &json!({"prompt": "third"}));
     let msg = r.error(429, "RATE_LIMITED");
     assert!(msg.contains("max_concurrent"), "{msg}");
@@ -358,11 +342,7 @@ fn the_queue_is_fifo_per_key_and_fair_across_keys() {
         "/task",
         json!({"prompt": format!("WAIT_FILE {} hold", gate.display())}),
     )];
-    assert!(eventually(Duration::from_secs(20), || srv
-        .app()
-        .gate
-        .load()
-        == (1, 0)));
+    srv.wait_load(1, 0);
     // user queues three, then other one: other must not wait behind all of user's.
     for (i, (key, prompt)) in [(USER, "a1"), (USER, "a2"), (USER, "a3"), (OTHER, "b1")]
         .into_iter()
@@ -374,11 +354,7 @@ fn the_queue_is_fifo_per_key_and_fair_across_keys() {
             "/task",
             json!({"prompt": prompt}),
         ));
-        assert!(eventually(Duration::from_secs(20), || srv
-            .app()
-            .gate
-            .load()
-            == (1, i + 1)));
+        srv.wait_load(1, i + 1);
     }
     std::fs::write(&gate, "").unwrap();
     for h in handles {

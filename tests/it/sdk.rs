@@ -826,11 +826,7 @@ fn a_full_queue_is_retryable() {
             json!({"prompt": hold}).to_string().as_bytes(),
         )
     });
-    assert!(eventually(Duration::from_secs(20), || srv
-        .app()
-        .gate
-        .load()
-        == (1, 0)));
+    srv.wait_load(1, 0);
     let r = chat(
         &srv,
         json!({"model": "sonnet", "messages": [user("no room")]}),

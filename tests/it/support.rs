@@ -656,3 +656,15 @@ pub fn binary_in(dir: &Path, env: &[(&str, &str)]) -> std::process::Command {
         .stderr(std::process::Stdio::piped());
     c
 }
+
+impl TestServer {
+    /// Waits (up to 20 s) until the gate shows `running` runs and `queued` waiting.
+    pub fn wait_load(&self, running: usize, queued: usize) {
+        assert!(
+            eventually(Duration::from_secs(20), || self.app().gate.load()
+                == (running, queued)),
+            "the gate never showed {running} running and {queued} queued: {:?}",
+            self.app().gate.load()
+        );
+    }
+}

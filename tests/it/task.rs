@@ -378,17 +378,9 @@ fn beyond_the_queue_is_503_with_retry_after() {
     let gate = srv.root().join("release");
     let first = format!("WAIT_FILE {} first", gate.display());
     let a = slow(first);
-    assert!(eventually(Duration::from_secs(20), || srv
-        .app()
-        .gate
-        .load()
-        == (1, 0)));
+    srv.wait_load(1, 0);
     let b = slow("second".to_string());
-    assert!(eventually(Duration::from_secs(20), || srv
-        .app()
-        .gate
-        .load()
-        == (1, 1)));
+    srv.wait_load(1, 1);
     let r = srv.post("/task", Some(USER), &json!({"prompt": "third"}));
     r.error(503, "OVERLOADED");
     assert!(r.header("Retry-After").is_some());
