@@ -216,8 +216,10 @@ async function main() {
     for (const g of ['daily', 'weekly', 'monthly']) {
       await page.getByRole('button', { name: g }).click();
       const c = (await adminApi(page, `/admin/costs?group_by=${g}`)).body;
-      const rows = page.getByTestId('costs').locator('tbody tr');
-      await rows.first().waitFor();
+      // The table of the grouping just picked, not the one still shown while it loads.
+      const table = page.locator(`[data-testid=costs][data-group=${g}]`);
+      await table.waitFor();
+      const rows = table.locator('tbody tr');
       assert.equal(await rows.count(), c.periods.length, g);
       for (const [i, p] of c.periods.entries()) {
         const cells = await rows.nth(i).locator('td').allInnerTexts();
