@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test test-sdk lint doc release size bench e2e
+.PHONY: run test test-sdk lint doc release size bench bench-musl e2e
 
 ## Start the server (release build) on 0.0.0.0:3000; pass flags with ARGS="--port 8080".
 run:
@@ -61,6 +61,11 @@ e2e:
 bench:
 	$(CARGO) build --release --bin claudeway --bin bench --bin bench-claude
 	target/release/bench
+
+## The same against the shipped static binary (make release first).
+bench-musl:
+	$(CARGO) build --release --bin bench --bin bench-claude
+	CLAUDEWAY_BIN=$(BIN) target/release/bench
 
 .PHONY: web dashboard-test
 ## Rebuild the dashboard from web/ into web/dist/ (committed, so `cargo build` needs no Node).

@@ -100,6 +100,10 @@ pub struct Config {
     pub secret_env: Vec<String>,
     /// `[sandbox]` and the keys' `[keys.<id>.sandbox]`: how CLI runs are confined.
     pub sandbox: crate::sandbox::Settings,
+    /// This binary, re-executed as the sandbox helper (`claudeway sandbox-exec`) to launch
+    /// confined runs. Never set from a flag, env or file; the test suite points it at the
+    /// built binary (its own executable is the test harness).
+    pub self_exe: PathBuf,
     /// Only for the test suite (never set from a flag, env or file): enables
     /// `GET /__test/panic`, a route that panics, to prove a panic costs one request.
     pub test_routes: bool,
@@ -148,6 +152,7 @@ impl Default for Config {
             config_file: None,
             secret_env: vec!["WRAPPER_KEYS".into()],
             sandbox: crate::sandbox::Settings::default(),
+            self_exe: PathBuf::from("/proc/self/exe"),
             test_routes: false,
         }
     }

@@ -14,6 +14,14 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
+    // The sandbox helper: the server re-executes itself to launch each confined CLI run.
+    let mut args = std::env::args_os().skip(1);
+    if args
+        .next()
+        .is_some_and(|a| a == claudeway::sandbox::HELPER_ARG)
+    {
+        claudeway::sandbox::helper_main(args.collect());
+    }
     let raw = flags::parse(std::env::args_os().skip(1))?;
     if raw.help {
         print!("{}", flags::HELP);

@@ -163,6 +163,7 @@ fn sandbox_inputs(config: &Config) -> crate::sandbox::Inputs {
     }
     crate::sandbox::Inputs {
         claude_bin: config.claude_bin.clone().into(),
+        helper: config.self_exe.clone(),
         cli_env,
         protected,
         private,

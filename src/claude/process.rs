@@ -238,10 +238,25 @@ pub fn run(
     sink: &mut dyn FnMut(RunEvent) -> Flow,
 ) -> Result<Outcome, SpawnError> {
     let started = Instant::now();
-    let mut cmd = Command::new(&inv.program);
-    cmd.args(&inv.args)
-        .current_dir(&inv.cwd)
-        .stdin(Stdio::piped())
+    let sandboxed = inv.sandbox.is_some();
+    let spawn_error = |error| SpawnError {
+        program: inv.program.clone(),
+        error,
+        sandboxed,
+    };
+    // Confined: the sandbox helper (this binary) changes to the workdir, confines itself and
+    // executes the CLI. Either way there is no pre_exec hook, so std uses posix_spawn.
+    let mut cmd = match &inv.sandbox {
+        Some(plan) => plan
+            .command(&inv.program, &inv.args, &inv.cwd)
+            .map_err(spawn_error)?,
+        None => {
+            let mut cmd = Command::new(&inv.program);
+            cmd.args(&inv.args).current_dir(&inv.cwd);
+            cmd
+        }
+    };
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     #[cfg(unix)]
@@ -253,22 +268,7 @@ pub fn run(
         cmd.env_remove(name);
     }
     cmd.envs(inv.env_add.iter().map(|(k, v)| (k, v)));
-    let sandboxed = inv.sandbox.is_some();
-    let spawn_error = |error| SpawnError {
-        program: inv.program.clone(),
-        error,
-        sandboxed,
-    };
-    // Built before the fork; the child only enters it. Kept until spawn returns.
-    let confinement = match &inv.sandbox {
-        Some(plan) => Some(plan.prepare().map_err(spawn_error)?),
-        None => None,
-    };
-    if let Some(c) = &confinement {
-        c.install(&mut cmd);
-    }
     let mut child = cmd.spawn().map_err(spawn_error)?;
-    drop(confinement);
     let pgid = child.id();
     on_spawn(pgid);
 
@@ -469,5 +469,11 @@ pub fn run(
         }
     }
     out.duration = started.elapsed();
+    // The sandbox helper could not confine or execute the CLI: that is a failed spawn.
+    if sandboxed && out.result.is_none() && out.end == End::Exited {
+        if let Some(error) = crate::sandbox::helper_error(out.exit_code, &out.stderr_tail) {
+            return Err(spawn_error(error));
+        }
+    }
     Ok(out)
 }

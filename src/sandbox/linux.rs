@@ -1,22 +1,24 @@
 //! Linux only, and the only `unsafe` code of the sandbox: Landlock through its three system
-//! calls, the user + PID + mount namespaces that give a run its own `/proc`, the hook that
-//! runs in the child between `fork` and `exec`, and the overwrite of our own secrets in the
+//! calls, the user + PID + mount namespaces that give a run its own `/proc`, the helper's
+//! `main` that enters them and executes the CLI, and the overwrite of our own secrets in the
 //! initial environment block and argv (what `/proc/<pid>/environ` and `cmdline` show).
 //!
-//! Everything the child needs is built before the fork ([`prepare`]): the ruleset is created
-//! and filled in the parent (rules hold their inodes, not paths), so the child only makes a
-//! few system calls on integers and static strings, nothing that allocates or takes a lock
-//! (the fork of a multi-threaded process may hold any lock). The child forks with the raw
-//! `clone` system call for the same reason: glibc's `fork` takes malloc's locks.
+//! The helper is this binary, started by the server with `posix_spawn` (no `pre_exec` hook,
+//! so std never copies the server with `fork`). It is a fresh single-threaded process, so it
+//! may allocate, open the rules' paths and fork freely.
 #![allow(unsafe_code)]
 
-use std::io;
+use std::ffi::OsString;
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{Access, Plan};
+use super::{
+    Access, Plan, HELPER_ARG, HELPER_CANNOT_EXEC, HELPER_FAILED, HELPER_NOT_FOUND, HELPER_PREFIX,
+};
 
 // From <linux/landlock.h>.
 const CREATE_RULESET_VERSION: libc::c_uint = 1;
@@ -102,44 +104,7 @@ fn allowed(access: Access) -> u64 {
     }
 }
 
-/// A run's confinement, ready to be entered by the child. Keep it until `spawn` returns.
-pub struct Prepared {
-    ruleset: Option<OwnedFd>,
-    namespaces: bool,
-    /// What the rule on the fresh /proc allows (added by the child, after mounting it).
-    proc_access: u64,
-}
-
-impl Prepared {
-    /// Makes the child of `cmd` enter this confinement before it executes the CLI.
-    pub fn install(&self, cmd: &mut Command) {
-        let hook = Hook {
-            ruleset: self.ruleset.as_ref().map(|f| f.as_raw_fd()),
-            maps: self.namespaces.then(IdMaps::current),
-            proc_access: self.proc_access,
-            probe: false,
-        };
-        // SAFETY: the hook only makes async-signal-safe system calls on data prepared here.
-        unsafe {
-            cmd.pre_exec(move || hook.enter());
-        }
-    }
-}
-
-/// Opens every rule's path and builds the Landlock ruleset (in the parent).
-pub fn prepare(plan: &Plan) -> io::Result<Prepared> {
-    let ruleset = if plan.abi > 0 {
-        Some(build_ruleset(plan)?)
-    } else {
-        None
-    };
-    Ok(Prepared {
-        ruleset,
-        namespaces: plan.pid_namespace,
-        proc_access: allowed(Access::Read) & handled_fs(plan.abi),
-    })
-}
-
+/// Opens every rule's path and builds the Landlock ruleset.
 fn build_ruleset(plan: &Plan) -> io::Result<OwnedFd> {
     let abi = plan.abi;
     let fs = handled_fs(abi);
@@ -178,7 +143,7 @@ fn build_ruleset(plan: &Plan) -> io::Result<OwnedFd> {
     // SAFETY: the kernel just gave us this descriptor (close-on-exec).
     let ruleset = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     for rule in &plan.rules {
-        // With a PID namespace, the child mounts a fresh /proc over ours and adds its rule.
+        // With a PID namespace, PID 1 mounts a fresh /proc over ours and adds its rule.
         if plan.pid_namespace && rule.path == std::path::Path::new("/proc") {
             continue;
         }
@@ -242,205 +207,198 @@ fn add_rule(ruleset: &OwnedFd, kind: libc::c_int, attr: *const libc::c_void) -> 
     }
 }
 
-/// The uid/gid maps of the run's user namespace: ourselves, mapped to ourselves.
-struct IdMaps {
-    uid: [u8; 32],
-    uid_len: usize,
-    gid: [u8; 32],
-    gid_len: usize,
+/// The helper's `main` (`claudeway sandbox-exec <plan> <cwd> [<program> <args…>]`): enter the
+/// plan's confinement in `cwd`, then execute the program; with no program (the start-up
+/// probe) exit 0 once confined. A failure is one `claudeway sandbox-exec: <what>: <error>`
+/// line on stderr and exit status 125 (126 or 127 when the program cannot be executed or is
+/// not found), which the runner turns back into a spawn error.
+pub fn helper_main(args: Vec<OsString>) -> ! {
+    let code = match confine_and_exec(args) {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("{HELPER_PREFIX}{}: {}", f.what, f.error);
+            f.code
+        }
+    };
+    std::process::exit(code)
 }
 
-impl IdMaps {
-    fn current() -> IdMaps {
-        // SAFETY: geteuid/getegid cannot fail.
-        let (u, g) = unsafe { (libc::geteuid(), libc::getegid()) };
-        let mut m = IdMaps {
-            uid: [0; 32],
-            uid_len: 0,
-            gid: [0; 32],
-            gid_len: 0,
-        };
-        let us = format!("{u} {u} 1\n");
-        let gs = format!("{g} {g} 1\n");
-        m.uid[..us.len()].copy_from_slice(us.as_bytes());
-        m.uid_len = us.len();
-        m.gid[..gs.len()].copy_from_slice(gs.as_bytes());
-        m.gid_len = gs.len();
-        m
+/// A step of the helper that failed.
+struct Failure {
+    what: String,
+    error: io::Error,
+    code: i32,
+}
+
+/// Maps a step's error to a [`Failure`] named by `what`.
+fn step(what: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
+    move |error| Failure {
+        what: what.to_string(),
+        error,
+        code: HELPER_FAILED,
     }
 }
 
-/// Steps of the child's set-up; in a probe, a failed step is the exit code.
-#[derive(Clone, Copy)]
-enum Step {
-    Unshare = 11,
-    IdMap = 12,
-    Fork = 13,
-    Private = 14,
-    Proc = 15,
-    Pid1 = 16,
-    ProcRule = 17,
-    NoNewPrivs = 18,
-    Landlock = 19,
-}
-
-/// What the child does between fork and exec.
-struct Hook {
-    ruleset: Option<RawFd>,
-    maps: Option<IdMaps>,
-    /// The access of the rule on the fresh /proc.
-    proc_access: u64,
-    /// Exit 0 after the set-up instead of executing (the start-up probe); a failed step
-    /// exits with its number.
-    probe: bool,
-}
-
-impl Hook {
-    fn enter(&self) -> io::Result<()> {
-        if let Some(maps) = &self.maps {
-            self.namespaces(maps)?;
-        }
-        self.check(Step::NoNewPrivs, unsafe {
-            // SAFETY: a prctl on integers.
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        })?;
-        if let Some(fd) = self.ruleset {
-            // SAFETY: the ruleset descriptor is open until exec (close-on-exec).
-            let r = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) };
-            self.check(Step::Landlock, r as libc::c_int)?;
-        }
-        if self.probe {
-            // SAFETY: _exit is async-signal-safe.
-            unsafe { libc::_exit(0) }
-        }
-        Ok(())
-    }
-
-    /// A failed step: the error (a run), or exit with the step's number (a probe).
-    fn check(&self, step: Step, r: libc::c_int) -> io::Result<()> {
-        if r >= 0 {
-            return Ok(());
-        }
-        if self.probe {
-            // SAFETY: _exit is async-signal-safe.
-            unsafe { libc::_exit(step as i32) }
-        }
+/// The result of a system call that returns -1 and sets errno on failure.
+fn os(r: libc::c_long) -> io::Result<libc::c_long> {
+    if r < 0 {
         Err(io::Error::last_os_error())
-    }
-
-    /// Moves into new user, PID and mount namespaces. The calling process (which std knows
-    /// as the child) stays outside as a supervisor that mirrors the exit of its child; the
-    /// child, PID 1 of the new namespace, mounts a fresh /proc and returns to exec the CLI.
-    fn namespaces(&self, maps: &IdMaps) -> io::Result<()> {
-        // SAFETY: system calls on integers, static C strings and the prepared maps; the
-        // supervisor branch never returns.
-        unsafe {
-            self.check(
-                Step::Unshare,
-                libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS),
-            )?;
-            // Without "deny" an unprivileged process may not write gid_map (ENOENT before 3.19).
-            let r = write_file(b"/proc/self/setgroups\0", b"deny");
-            if r < 0 && *libc::__errno_location() != libc::ENOENT {
-                self.check(Step::IdMap, r)?;
-            }
-            self.check(
-                Step::IdMap,
-                write_file(b"/proc/self/uid_map\0", &maps.uid[..maps.uid_len]),
-            )?;
-            self.check(
-                Step::IdMap,
-                write_file(b"/proc/self/gid_map\0", &maps.gid[..maps.gid_len]),
-            )?;
-            let pid = libc::syscall(
-                libc::SYS_clone,
-                libc::SIGCHLD as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            );
-            self.check(Step::Fork, pid as libc::c_int)?;
-            if pid > 0 {
-                supervise(pid as libc::pid_t);
-            }
-            // PID 1 of the new namespace. If the supervisor dies, so do we.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            self.check(
-                Step::Private,
-                libc::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_SLAVE,
-                    std::ptr::null(),
-                ),
-            )?;
-            self.check(
-                Step::Proc,
-                libc::mount(
-                    c"proc".as_ptr(),
-                    c"/proc".as_ptr(),
-                    c"proc".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    std::ptr::null(),
-                ),
-            )?;
-            if libc::getpid() != 1 {
-                *libc::__errno_location() = libc::EINVAL;
-                self.check(Step::Pid1, -1)?;
-            }
-            // Rules hold inodes: the /proc the parent saw is now hidden under the new one.
-            if let Some(ruleset) = self.ruleset {
-                let fd = libc::open(c"/proc".as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
-                self.check(Step::ProcRule, fd)?;
-                let attr = PathBeneathAttr {
-                    allowed_access: self.proc_access,
-                    parent_fd: fd,
-                };
-                let r = libc::syscall(
-                    libc::SYS_landlock_add_rule,
-                    ruleset,
-                    RULE_PATH_BENEATH,
-                    &attr as *const PathBeneathAttr,
-                    0u32,
-                );
-                libc::close(fd);
-                self.check(Step::ProcRule, r as libc::c_int)?;
-            }
-        }
-        Ok(())
+    } else {
+        Ok(r)
     }
 }
 
-/// Writes `data` to the file at the NUL-terminated `path`; -1 (errno set) on failure.
-unsafe fn write_file(path: &[u8], data: &[u8]) -> libc::c_int {
-    let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
-    if fd < 0 {
-        return -1;
+fn confine_and_exec(args: Vec<OsString>) -> Result<(), Failure> {
+    let usage = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "usage: claudeway sandbox-exec <plan> <cwd> [<program> <args>...] (used by the server itself)",
+        )
+    };
+    let mut args = args.into_iter();
+    let plan: Plan = args
+        .next()
+        .and_then(|a| a.into_string().ok())
+        .ok_or_else(usage)
+        .and_then(|a| serde_json::from_str(&a).map_err(io::Error::other))
+        .map_err(step("reading the plan"))?;
+    let cwd = args
+        .next()
+        .ok_or_else(usage)
+        .map_err(step("reading the plan"))?;
+    std::env::set_current_dir(&cwd).map_err(step("changing to the workdir"))?;
+    let ruleset = if plan.abi > 0 {
+        Some(build_ruleset(&plan).map_err(step("building the Landlock ruleset"))?)
+    } else {
+        None
+    };
+    if plan.pid_namespace {
+        let proc_access = allowed(Access::Read) & handled_fs(plan.abi);
+        namespaces(ruleset.as_ref(), proc_access)?;
     }
-    let n = libc::write(fd, data.as_ptr().cast(), data.len());
-    let saved = *libc::__errno_location();
-    libc::close(fd);
-    if n != data.len() as isize {
-        *libc::__errno_location() = saved;
-        return -1;
+    // SAFETY: a prctl on integers.
+    os(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }.into())
+        .map_err(step("setting no_new_privs"))?;
+    if let Some(fd) = &ruleset {
+        // SAFETY: a system call on an open descriptor.
+        os(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd.as_raw_fd(), 0u32) })
+            .map_err(step("entering the Landlock ruleset"))?;
     }
-    0
+    drop(ruleset);
+    let Some(program) = args.next() else {
+        return Ok(());
+    };
+    // Returns only on failure. std's exec also resets SIGPIPE and the signal mask.
+    let error = Command::new(&program).args(args).exec();
+    Err(Failure {
+        what: format!("executing {}", program.to_string_lossy()),
+        code: if error.kind() == io::ErrorKind::NotFound {
+            HELPER_NOT_FOUND
+        } else {
+            HELPER_CANNOT_EXEC
+        },
+        error,
+    })
+}
+
+/// Moves into new user, PID and mount namespaces. The helper stays outside as a supervisor
+/// that mirrors the exit of its child; the child, PID 1 of the new namespace, mounts a fresh
+/// /proc, adds its rule to the ruleset and returns to confine itself and execute the CLI.
+fn namespaces(ruleset: Option<&OwnedFd>, proc_access: u64) -> Result<(), Failure> {
+    // Before the unshare: inside, until the maps are written, we are the overflow id.
+    // SAFETY: geteuid/getegid cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    // SAFETY: system calls on integers and static C strings.
+    os(unsafe {
+        libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS)
+    }
+    .into())
+    .map_err(step(
+        "creating a user, PID and mount namespace (refused when unprivileged user namespaces are disabled, or by a seccomp/AppArmor policy)",
+    ))?;
+    // Ourselves, mapped to ourselves. Without "deny" an unprivileged process may not write
+    // gid_map (the file is missing before Linux 3.19).
+    let map = |file: &str, data: String| -> io::Result<()> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(file)?
+            .write_all(data.as_bytes())
+    };
+    match map("/proc/self/setgroups", "deny".into()) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(step("writing the namespace's setgroups")(e))
+        }
+        _ => {}
+    }
+    map("/proc/self/uid_map", format!("{uid} {uid} 1\n"))
+        .and_then(|()| map("/proc/self/gid_map", format!("{gid} {gid} 1\n")))
+        .map_err(step("writing the namespace's uid/gid map"))?;
+    // SAFETY: we are single-threaded (a fresh process); the parent branch never returns.
+    let pid = os(unsafe { libc::fork() }.into())
+        .map_err(step("forking into the new PID namespace"))? as libc::pid_t;
+    if pid > 0 {
+        // SAFETY: only waits and exits.
+        unsafe { supervise(pid) }
+    }
+    // PID 1 of the new namespace. If the supervisor dies, so do we.
+    // SAFETY: system calls on integers, static C strings and a descriptor we own.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        let proc_hint =
+            "mounting a fresh /proc in the namespace (a container that masks parts of /proc?)";
+        os(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        )
+        .into())
+        .map_err(step(proc_hint))?;
+        os(libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        )
+        .into())
+        .map_err(step(proc_hint))?;
+        if libc::getpid() != 1 {
+            return Err(step("becoming PID 1 of the namespace")(
+                io::Error::from_raw_os_error(libc::EINVAL),
+            ));
+        }
+    }
+    // Rules hold inodes: the /proc the plan named is now hidden under the new one.
+    if let Some(ruleset) = ruleset {
+        let proc = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open("/proc")
+            .map_err(step("opening the fresh /proc"))?;
+        let attr = PathBeneathAttr {
+            allowed_access: proc_access,
+            parent_fd: proc.as_raw_fd(),
+        };
+        add_rule(
+            ruleset,
+            RULE_PATH_BENEATH,
+            &attr as *const _ as *const libc::c_void,
+        )
+        .map_err(step("adding the rule of the fresh /proc"))?;
+    }
+    Ok(())
 }
 
 /// The supervisor: outside the namespace, in the run's process group, it waits for PID 1 and
 /// exits the way it did, so that Claudeway sees the CLI's own exit status. It ignores the
 /// group's SIGTERM (the CLI gets it and may exit gracefully); SIGKILL ends it with the rest.
-/// It holds no descriptor (so pipes see EOF and `spawn` returns once the CLI executes) and is
-/// not dumpable (it is a copy of the server's memory).
+/// It holds no descriptor, so pipes see EOF when the CLI's side closes them.
 unsafe fn supervise(child: libc::pid_t) -> ! {
-    libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
         libc::signal(sig, libc::SIG_IGN);
     }
-    // The server's SIGCHLD handler (wait-timeout's) must not run here.
-    libc::signal(libc::SIGCHLD, libc::SIG_DFL);
     if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
         for fd in 0..65536 {
             libc::close(fd);
@@ -453,7 +411,7 @@ unsafe fn supervise(child: libc::pid_t) -> ! {
             break;
         }
         if r < 0 && *libc::__errno_location() != libc::EINTR {
-            libc::_exit(127);
+            libc::_exit(HELPER_FAILED);
         }
     }
     if libc::WIFEXITED(status) {
@@ -465,39 +423,39 @@ unsafe fn supervise(child: libc::pid_t) -> ! {
     libc::_exit(128 + sig)
 }
 
-/// Checks once, at start, that a child can get its own user, PID and mount namespace and
-/// mount a fresh /proc there (the same code path a run takes, up to the exec).
-pub fn probe_namespaces() -> Result<(), String> {
-    let hook = Hook {
-        ruleset: None,
-        maps: Some(IdMaps::current()),
-        proc_access: 0,
-        probe: true,
+/// Checks once, at start, that the helper can give a run its own user, PID and mount
+/// namespace and mount a fresh /proc there (the same code a run takes, up to the exec).
+pub fn probe_namespaces(helper: &Path) -> Result<(), String> {
+    let plan = Plan {
+        rules: Vec::new(),
+        ports: Vec::new(),
+        abi: 0,
+        pid_namespace: true,
+        helper: helper.to_path_buf(),
     };
-    // The program is never executed: the hook exits first.
-    let mut cmd = Command::new("/");
-    cmd.stdin(Stdio::null())
+    let plan = serde_json::to_string(&plan).map_err(|e| e.to_string())?;
+    let out = Command::new(helper)
+        .args([HELPER_ARG, &plan, "/"])
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: as in `Prepared::install`.
-    unsafe {
-        cmd.pre_exec(move || hook.enter());
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("the sandbox helper {} could not run: {e}", helper.display()))?;
+    if out.status.success() {
+        return Ok(());
     }
-    let status = cmd
-        .spawn()
-        .and_then(|mut c| c.wait())
-        .map_err(|e| format!("the probe could not run: {e}"))?;
-    match status.code() {
-        Some(0) => Ok(()),
-        Some(c) if c == Step::Unshare as i32 => Err(
-            "creating a user namespace was refused (unprivileged user namespaces are disabled, or a seccomp/AppArmor policy forbids them)".into(),
-        ),
-        Some(c) if c == Step::IdMap as i32 => Err("writing the namespace's uid/gid map was refused".into()),
-        Some(c) if c == Step::Fork as i32 => Err("forking into the new PID namespace failed".into()),
-        Some(c) if c == Step::Private as i32 || c == Step::Proc as i32 => Err(
-            "mounting a fresh /proc in the namespace was refused (a container that masks parts of /proc?)".into(),
-        ),
-        _ => Err(format!("the probe ended with {status}")),
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(HELPER_PREFIX))
+    {
+        Some(why) => Err(why.to_string()),
+        None => Err(format!(
+            "the sandbox helper {} ended with {}",
+            helper.display(),
+            out.status
+        )),
     }
 }
 

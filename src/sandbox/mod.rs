@@ -1,13 +1,19 @@
 //! The sandbox around every CLI run: which paths a run may read and write, which TCP ports it
 //! may connect to, and whether it gets its own PID namespace and `/proc`. This file owns the
-//! policy (config → rules, portable and unit-tested) and the status the server reports; the
-//! kernel side (Landlock, namespaces, the `pre_exec` hook) is `linux.rs`, the only place with
-//! system calls, with a no-op twin (`other.rs`) elsewhere. It must never widen a rule past a
-//! protected path (state dir, logs, config, homes, other runs' workdirs): a root that contains
-//! one is split into its other entries.
+//! policy (config → rules, portable and unit-tested), the status the server reports, and how a
+//! run is launched confined: through this binary itself, re-executed as `claudeway
+//! sandbox-exec <plan> <cwd> <program> <args…>` (the *helper*), which enters the confinement
+//! and then executes the CLI. The kernel side (Landlock, namespaces, the helper's `main`) is
+//! `linux.rs`, the only place with system calls, with a twin (`other.rs`) elsewhere. It must
+//! never widen a rule past a protected path (state dir, logs, config, homes, other runs'
+//! workdirs): a root that contains one is split into its other entries.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -18,7 +24,19 @@ mod other;
 #[cfg(not(target_os = "linux"))]
 use other as kernel;
 
-pub use kernel::{scrub_own_secrets, Prepared};
+pub use kernel::{helper_main, scrub_own_secrets};
+
+/// The first argument that makes this binary the sandbox helper.
+pub const HELPER_ARG: &str = "sandbox-exec";
+
+/// The helper's exit status when it could not confine or execute (as `env` and `timeout` do:
+/// 125 for its own failures, 126 for a program it cannot execute, 127 for one not found).
+pub const HELPER_FAILED: i32 = 125;
+pub const HELPER_CANNOT_EXEC: i32 = 126;
+pub const HELPER_NOT_FOUND: i32 = 127;
+
+/// How the helper's last stderr line starts when it failed.
+pub const HELPER_PREFIX: &str = "claudeway sandbox-exec: ";
 
 /// `[sandbox] mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +103,7 @@ impl Default for Settings {
 }
 
 /// What a rule lets a run do beneath its path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Access {
     /// Read, list and execute.
     Read,
@@ -95,27 +113,68 @@ pub enum Access {
     Device,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     pub path: PathBuf,
     pub access: Access,
 }
 
-/// Everything one run's confinement needs, decided before the CLI is spawned.
-#[derive(Debug, Clone)]
+/// Everything one run's confinement needs, decided before the CLI is spawned. It travels to
+/// the helper as JSON in its argv (paths and ports only, never a secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub rules: Vec<Rule>,
     pub ports: Vec<u16>,
     /// The Landlock ABI to use (0: no Landlock).
     pub abi: u32,
     pub pid_namespace: bool,
+    /// The helper: this binary.
+    #[serde(skip)]
+    pub helper: PathBuf,
 }
 
 impl Plan {
-    /// Opens the paths and builds the Landlock ruleset (in the parent, before the fork).
-    pub fn prepare(&self) -> std::io::Result<Prepared> {
-        kernel::prepare(self)
+    /// The command that runs `program args` in `cwd` inside this confinement: the helper,
+    /// which changes to `cwd`, confines itself and executes the program. Spawned without a
+    /// `pre_exec` hook, std uses `posix_spawn` (no copy of the server's memory).
+    pub fn command(
+        &self,
+        program: &str,
+        args: &[OsString],
+        cwd: &Path,
+    ) -> std::io::Result<Command> {
+        let plan = serde_json::to_string(self).map_err(std::io::Error::other)?;
+        let mut cmd = Command::new(&self.helper);
+        cmd.arg(HELPER_ARG)
+            .arg(plan)
+            .arg(cwd)
+            .arg(program)
+            .args(args);
+        Ok(cmd)
     }
+}
+
+/// The helper's failure, from how a run ended: its exit status and its last stderr line
+/// (`claudeway sandbox-exec: <what>: <error> (os error N)`). None when the run got as far as
+/// executing the program.
+pub fn helper_error(exit_code: Option<i32>, stderr_tail: &[String]) -> Option<std::io::Error> {
+    if !matches!(
+        exit_code,
+        Some(HELPER_FAILED | HELPER_CANNOT_EXEC | HELPER_NOT_FOUND)
+    ) {
+        return None;
+    }
+    let line = stderr_tail
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix(HELPER_PREFIX))?;
+    let kind = line
+        .rsplit_once("(os error ")
+        .and_then(|(_, n)| n.trim_end_matches(')').parse::<i32>().ok())
+        .map_or(std::io::ErrorKind::Other, |n| {
+            std::io::Error::from_raw_os_error(n).kind()
+        });
+    Some(std::io::Error::new(kind, line.to_string()))
 }
 
 /// The state `/health` reports.
@@ -172,12 +231,16 @@ pub struct Sandbox {
     /// The server's own folders (state, logs, other runs' workdirs): no request workdir may
     /// lie inside them (they are also protected).
     pub private: Vec<PathBuf>,
+    /// The helper that launches confined runs: this binary.
+    pub helper: PathBuf,
 }
 
 /// What `Sandbox::new` needs to know about the server.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
     pub claude_bin: PathBuf,
+    /// This binary, re-executed as the sandbox helper.
+    pub helper: PathBuf,
     /// The CLI's environment as it will be (ours minus secrets, plus `[claude.env]`):
     /// `ANTHROPIC_BASE_URL` and proxy variables add their ports.
     pub cli_env: Vec<(String, String)>,
@@ -201,7 +264,7 @@ impl Sandbox {
         } else if !settings.pid_namespace {
             Some("turned off by [sandbox] pid_namespace = false".to_string())
         } else {
-            kernel::probe_namespaces().err()
+            kernel::probe_namespaces(&inputs.helper).err()
         };
         let mut read: Vec<PathBuf> = SYSTEM_READ.iter().map(PathBuf::from).collect();
         read.extend(link_targets(&read));
@@ -226,6 +289,7 @@ impl Sandbox {
             ports,
             protected,
             private,
+            helper: inputs.helper,
         };
         let missing = sandbox.missing();
         if sandbox.settings.mode == Mode::Require && !missing.is_empty() {
@@ -349,6 +413,7 @@ impl Sandbox {
             ports,
             abi: self.abi,
             pid_namespace,
+            helper: self.helper.clone(),
         })
     }
 
@@ -591,7 +656,67 @@ mod tests {
             ports: vec![443],
             protected: private.clone(),
             private,
+            helper: PathBuf::from("/proc/self/exe"),
         }
+    }
+
+    #[test]
+    fn the_plan_travels_as_json_without_the_helper() {
+        let plan = Plan {
+            rules: vec![Rule {
+                path: PathBuf::from("/w ork/\"x\""),
+                access: Access::Write,
+            }],
+            ports: vec![443, 8080],
+            abi: 6,
+            pid_namespace: true,
+            helper: PathBuf::from("/proc/self/exe"),
+        };
+        let cmd = plan
+            .command("/opt/claude", &["-p".into()], Path::new("/w"))
+            .unwrap();
+        assert_eq!(cmd.get_program(), "/proc/self/exe");
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(args[0], HELPER_ARG);
+        assert_eq!(&args[2..], ["/w", "/opt/claude", "-p"]);
+        let back: Plan = serde_json::from_str(args[1].to_str().unwrap()).unwrap();
+        assert_eq!(back.rules, plan.rules);
+        assert_eq!(
+            (back.ports, back.abi, back.pid_namespace),
+            (vec![443, 8080], 6, true)
+        );
+        assert_eq!(
+            back.helper,
+            PathBuf::new(),
+            "the helper is not part of the plan"
+        );
+    }
+
+    #[test]
+    fn a_failed_helper_is_read_back_from_its_exit_and_last_line() {
+        let tail = |l: &str| vec!["noise".to_string(), l.to_string()];
+        let e = helper_error(
+            Some(HELPER_NOT_FOUND),
+            &tail("claudeway sandbox-exec: executing /x: No such file or directory (os error 2)"),
+        )
+        .unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(
+            e.to_string(),
+            "executing /x: No such file or directory (os error 2)"
+        );
+        let e = helper_error(
+            Some(HELPER_FAILED),
+            &tail(
+                "claudeway sandbox-exec: changing to the workdir: Permission denied (os error 13)",
+            ),
+        )
+        .unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+        // The CLI's own exit or stderr is not the helper's.
+        assert!(helper_error(Some(1), &tail("claudeway sandbox-exec: x (os error 2)")).is_none());
+        assert!(helper_error(Some(HELPER_FAILED), &tail("some CLI error")).is_none());
+        assert!(helper_error(None, &[]).is_none());
     }
 
     #[test]

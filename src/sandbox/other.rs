@@ -1,26 +1,23 @@
 //! The sandbox's twin for systems other than Linux: no Landlock, no namespaces. Runs are not
 //! confined there, and the server says so at start and on `/health`.
 
-use std::process::Command;
+use std::ffi::OsString;
+use std::path::Path;
 
-use super::Plan;
+use super::{HELPER_FAILED, HELPER_PREFIX};
 
 pub fn landlock_abi() -> u32 {
     0
 }
 
-pub fn probe_namespaces() -> Result<(), String> {
+pub fn probe_namespaces(_helper: &Path) -> Result<(), String> {
     Err("not available on this operating system".into())
 }
 
-pub struct Prepared;
-
-impl Prepared {
-    pub fn install(&self, _cmd: &mut Command) {}
-}
-
-pub fn prepare(_plan: &Plan) -> std::io::Result<Prepared> {
-    Ok(Prepared)
+/// The helper has nothing to enter here (no run gets a plan); it refuses.
+pub fn helper_main(_args: Vec<OsString>) -> ! {
+    eprintln!("{HELPER_PREFIX}the sandbox is only available on Linux");
+    std::process::exit(HELPER_FAILED)
 }
 
 pub fn scrub_own_secrets(_names: &[String], _flags: &[&str]) -> usize {

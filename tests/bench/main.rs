@@ -37,7 +37,10 @@ fn main() {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .expect("the bench binary's directory");
-    let claudeway = bin_dir.join("claudeway");
+    // CLAUDEWAY_BIN measures another build of the server, e.g. the static musl release.
+    let claudeway = std::env::var_os("CLAUDEWAY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin_dir.join("claudeway"));
     let fake = bin_dir.join("bench-claude");
     for b in [&claudeway, &fake] {
         if !b.is_file() {
@@ -235,7 +238,7 @@ fn main() {
     ));
     let _ = std::fs::remove_dir_all(&scratch);
 
-    println!("{}", machine());
+    println!("{}", machine(&claudeway));
     println!();
     println!("| measure | result | target | met |");
     println!("|---|---|---|---|");
@@ -434,7 +437,8 @@ fn rss(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn machine() -> String {
+/// The build measured and the machine.
+fn machine(claudeway: &Path) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -452,9 +456,20 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
+    // A static binary has no program interpreter (no PT_INTERP, whose path names ld.so).
+    let linking = match std::fs::read(claudeway) {
+        Ok(b) if b.windows(7).any(|w| w == b"ld-linu") => "dynamically linked",
+        Ok(_) => "static",
+        Err(_) => "unknown linking",
+    };
     format!(
-        "claudeway {} (release build), fake CLI bench-claude; machine: {cores} cores (nproc), {cpu}, Linux {kernel}; load average at the end: {load}",
-        env!("CARGO_PKG_VERSION")
+        "claudeway {} ({}, {linking}), fake CLI bench-claude; machine: {cores} cores (nproc), {cpu}, Linux {kernel}; load average at the end: {load}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::current_dir()
+            .ok()
+            .and_then(|d| claudeway.strip_prefix(d).ok())
+            .unwrap_or(claudeway)
+            .display(),
     )
 }
 

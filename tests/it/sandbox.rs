@@ -482,3 +482,31 @@ fn the_servers_proc_environ_and_cmdline_hold_no_secret() {
     }
     assert!(text.contains("No such file"), "{text}");
 }
+
+/// A confined run is launched by the sandbox helper (this binary, re-executed), which then
+/// executes the CLI. When that exec fails, the client gets the same clear 500 an unconfined
+/// spawn failure gives, not a CLI error: the helper's failure travels back as a spawn error.
+#[test]
+fn a_cli_the_helper_cannot_execute_is_a_clear_500() {
+    let dir = TempDir::new("sbx-noexec");
+    let missing = dir.path().join("no-such-claude");
+    let plain = dir.path().join("not-executable");
+    std::fs::write(&plain, "#!/bin/sh\necho hi\n").unwrap();
+    for (bin, says) in [
+        (&missing, "the claude CLI was not found at"),
+        (&plain, "could not start the claude CLI"),
+    ] {
+        let srv = enforced(|c| c.claude_bin = bin.to_string_lossy().into_owned());
+        let r = srv.post("/task", Some(USER), &json!({ "prompt": "hello" }));
+        assert_eq!(r.status, 500, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["code"], "INTERNAL_ERROR", "{v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(error.contains(says), "{error}");
+        assert!(error.contains(bin.to_str().unwrap()), "{error}");
+    }
+    // Positive control: the fake CLI, launched the same way, answers.
+    let srv = enforced(|_| {});
+    let v = task(&srv, USER, "hello", json!({}));
+    assert_eq!(v["success"], true, "{v}");
+}

@@ -81,6 +81,8 @@ pub fn test_config(root: &Path) -> Config {
     cfg.port = 0;
     cfg.workers = 4;
     cfg.claude_bin = fake_claude();
+    // The sandbox helper is the server's own binary; ours is the test harness.
+    cfg.self_exe = env!("CARGO_BIN_EXE_claudeway").into();
     cfg.workdir = root.join("work");
     cfg.state_dir = root.join("state");
     cfg.log_dir = root.join("logs");
