@@ -193,9 +193,10 @@ pub fn set_socket_timeouts(fd: i32, read: std::time::Duration, write: std::time:
 }
 
 fn set_timeout(fd: i32, which: libc::c_int, timeout: std::time::Duration) -> bool {
+    // `as _`: libc deprecates naming time_t/suseconds_t on musl (their width changes there).
     let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as _,
+        tv_usec: timeout.subsec_micros() as _,
     };
     // SAFETY: passes a pointer to a timeval we own and its exact size.
     unsafe {

@@ -40,6 +40,7 @@ fn main() {
     // CLAUDEWAY_BIN measures another build of the server, e.g. the static musl release.
     let claudeway = std::env::var_os("CLAUDEWAY_BIN")
         .map(PathBuf::from)
+        .map(|p| p.canonicalize().unwrap_or(p))
         .unwrap_or_else(|| bin_dir.join("claudeway"));
     let fake = bin_dir.join("bench-claude");
     for b in [&claudeway, &fake] {
