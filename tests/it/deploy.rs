@@ -94,10 +94,27 @@ fn the_healthcheck_subcommand_probes_a_running_server() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
     drop(srv);
-    let out = Command::new(env!("CARGO_BIN_EXE_claudeway"))
-        .args(["healthcheck", "--port", &port])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "nothing listens any more");
+    // A freed port may be taken at once by another test's server, so the failures are probed
+    // where they are certain: a port nothing can listen on (connecting to port 0 is refused
+    // on Linux), and a listener of ours that closes without answering.
+    let probe = |port: &str| {
+        Command::new(env!("CARGO_BIN_EXE_claudeway"))
+            .args(["healthcheck", "--port", port])
+            .output()
+            .unwrap()
+    };
+    let out = probe("0");
+    assert_eq!(out.status.code(), Some(2), "nothing listens");
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: healthcheck: cannot connect"));
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = mute.local_addr().unwrap().port().to_string();
+    let closer = std::thread::spawn(move || drop(mute.accept()));
+    let out = probe(&port);
+    closer.join().unwrap();
+    assert_eq!(out.status.code(), Some(2), "no answer is unhealthy");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: healthcheck: unhealthy answer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
