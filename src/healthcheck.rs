@@ -18,7 +18,7 @@ pub fn probe(host: &str, port: &str) -> Result<(), String> {
         s,
         "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
-    .map_err(|e| format!("healthcheck: {e}"))?;
+    .map_err(|e| format!("healthcheck: cannot send the request to {addr}: {e}"))?;
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     if text.starts_with("HTTP/1.1 200") && text.contains("\"status\":\"ok\"") {

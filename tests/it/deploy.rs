@@ -96,7 +96,7 @@ fn the_healthcheck_subcommand_probes_a_running_server() {
     drop(srv);
     // A freed port may be taken at once by another test's server, so the failures are probed
     // where they are certain: a port nothing can listen on (connecting to port 0 is refused
-    // on Linux), and a listener of ours that closes without answering.
+    // on Linux), and a listener of ours that reads the request and closes without answering.
     let probe = |port: &str| {
         Command::new(env!("CARGO_BIN_EXE_claudeway"))
             .args(["healthcheck", "--port", port])
@@ -108,7 +108,16 @@ fn the_healthcheck_subcommand_probes_a_running_server() {
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: healthcheck: cannot connect"));
     let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = mute.local_addr().unwrap().port().to_string();
-    let closer = std::thread::spawn(move || drop(mute.accept()));
+    // It reads the request, then closes without a word.
+    let closer = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut c, _) = mute.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && c.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+    });
     let out = probe(&port);
     closer.join().unwrap();
     assert_eq!(out.status.code(), Some(2), "no answer is unhealthy");
