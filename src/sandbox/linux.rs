@@ -17,7 +17,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::{
-    Access, Plan, HELPER_ARG, HELPER_CANNOT_EXEC, HELPER_FAILED, HELPER_NOT_FOUND, HELPER_PREFIX,
+    Access, Plan, ProbeError, HELPER_ARG, HELPER_CANNOT_EXEC, HELPER_FAILED, HELPER_NOT_FOUND,
+    HELPER_PREFIX,
 };
 
 // From <linux/landlock.h>.
@@ -423,24 +424,25 @@ unsafe fn supervise(child: libc::pid_t) -> ! {
     libc::_exit(128 + sig)
 }
 
-/// Checks once, at start, that the helper can give a run its own user, PID and mount
-/// namespace and mount a fresh /proc there (the same code a run takes, up to the exec).
-pub fn probe_namespaces(helper: &Path) -> Result<(), String> {
+/// Checks once, at start, that the helper runs and, with `namespaces`, that it can give a run
+/// its own user, PID and mount namespace with a fresh /proc (the code a run takes, up to the
+/// exec).
+pub fn probe(helper: &Path, namespaces: bool) -> Result<(), ProbeError> {
     let plan = Plan {
         rules: Vec::new(),
         ports: Vec::new(),
         abi: 0,
-        pid_namespace: true,
+        pid_namespace: namespaces,
         helper: helper.to_path_buf(),
     };
-    let plan = serde_json::to_string(&plan).map_err(|e| e.to_string())?;
+    let plan = serde_json::to_string(&plan).map_err(|e| ProbeError::Helper(e.to_string()))?;
     let out = Command::new(helper)
         .args([HELPER_ARG, &plan, "/"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| format!("the sandbox helper {} could not run: {e}", helper.display()))?;
+        .map_err(|e| ProbeError::Helper(format!("{}: {e}", helper.display())))?;
     if out.status.success() {
         return Ok(());
     }
@@ -450,12 +452,13 @@ pub fn probe_namespaces(helper: &Path) -> Result<(), String> {
         .rev()
         .find_map(|l| l.strip_prefix(HELPER_PREFIX))
     {
-        Some(why) => Err(why.to_string()),
-        None => Err(format!(
-            "the sandbox helper {} ended with {}",
+        Some(why) if namespaces => Err(ProbeError::Namespaces(why.to_string())),
+        Some(why) => Err(ProbeError::Helper(why.to_string())),
+        None => Err(ProbeError::Helper(format!(
+            "{} sandbox-exec ended with {} (is it this server's binary?)",
             helper.display(),
             out.status
-        )),
+        ))),
     }
 }
 

@@ -26,6 +26,15 @@ use other as kernel;
 
 pub use kernel::{helper_main, scrub_own_secrets};
 
+/// What the start-up probe of the helper found wrong.
+#[derive(Debug)]
+pub enum ProbeError {
+    /// The helper could not be run at all: nothing can be confined.
+    Helper(String),
+    /// The helper runs, but cannot give a run its own namespaces.
+    Namespaces(String),
+}
+
 /// The first argument that makes this binary the sandbox helper.
 pub const HELPER_ARG: &str = "sandbox-exec";
 
@@ -222,6 +231,8 @@ pub struct Sandbox {
     pub abi: u32,
     /// Why runs get no PID namespace, when they do not.
     pub no_pid_namespace: Option<String>,
+    /// Why the helper cannot run, when it cannot (then nothing is confined).
+    pub no_helper: Option<String>,
     /// The read roots of every run: system paths and the CLI's install folder.
     pub read: Vec<PathBuf>,
     /// Ports every run may connect to.
@@ -254,17 +265,29 @@ impl Sandbox {
     /// Builds the policy and checks the kernel. `Err` only when `mode = "require"` cannot be
     /// met; what else is missing, [`Sandbox::report`] logs.
     pub fn new(settings: Settings, inputs: Inputs) -> Result<Sandbox, String> {
+        // The helper is run once, the way a run would be, up to the exec.
+        let (no_helper, no_namespaces) = match settings.mode {
+            Mode::Off => (None, None),
+            _ => match kernel::probe(&inputs.helper, settings.pid_namespace) {
+                Ok(()) => (None, None),
+                Err(ProbeError::Helper(why)) => (Some(why), None),
+                Err(ProbeError::Namespaces(why)) => (None, Some(why)),
+            },
+        };
         let kernel_abi = kernel::landlock_abi();
         let abi = match settings.mode {
             Mode::Off => 0,
+            _ if no_helper.is_some() => 0,
             _ => settings.max_abi.map_or(kernel_abi, |m| m.min(kernel_abi)),
         };
         let no_pid_namespace = if settings.mode == Mode::Off {
             None
         } else if !settings.pid_namespace {
             Some("turned off by [sandbox] pid_namespace = false".to_string())
+        } else if let Some(why) = &no_helper {
+            Some(why.clone())
         } else {
-            kernel::probe_namespaces(&inputs.helper).err()
+            no_namespaces
         };
         let mut read: Vec<PathBuf> = SYSTEM_READ.iter().map(PathBuf::from).collect();
         read.extend(link_targets(&read));
@@ -285,6 +308,7 @@ impl Sandbox {
             settings,
             abi,
             no_pid_namespace,
+            no_helper,
             read,
             ports,
             protected,
@@ -328,6 +352,11 @@ impl Sandbox {
             return vec!["everything ([sandbox] mode = \"off\")".into()];
         }
         let mut out = Vec::new();
+        if let Some(why) = &self.no_helper {
+            return vec![format!(
+                "everything: the sandbox helper (this binary, re-executed) cannot run: {why}"
+            )];
+        }
         if self.abi == 0 {
             out.push("file, network and signal confinement (the kernel has no Landlock)".into());
         } else {
@@ -652,6 +681,7 @@ mod tests {
             settings,
             abi: 6,
             no_pid_namespace: None,
+            no_helper: None,
             read: vec![PathBuf::from("/usr")],
             ports: vec![443],
             protected: private.clone(),

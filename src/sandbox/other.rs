@@ -4,14 +4,16 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use super::{HELPER_FAILED, HELPER_PREFIX};
+use super::{ProbeError, HELPER_FAILED, HELPER_PREFIX};
 
 pub fn landlock_abi() -> u32 {
     0
 }
 
-pub fn probe_namespaces(_helper: &Path) -> Result<(), String> {
-    Err("not available on this operating system".into())
+pub fn probe(_helper: &Path, _namespaces: bool) -> Result<(), ProbeError> {
+    Err(ProbeError::Namespaces(
+        "not available on this operating system".into(),
+    ))
 }
 
 /// The helper has nothing to enter here (no run gets a plan); it refuses.

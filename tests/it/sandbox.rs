@@ -348,6 +348,29 @@ fn health_says_what_is_enforced() {
     .err()
     .expect("require refuses a partial sandbox");
     assert!(err.contains("require") && err.contains("scoping"), "{err}");
+
+    // A helper that cannot run (a binary that is not there): nothing is confined, /health
+    // says so and why, runs still work, and `require` refuses to start.
+    let srv = TestServer::with(|c| c.self_exe = "/nonexistent/claudeway".into());
+    let h = srv.get("/health", None).json();
+    assert_eq!(h["sandbox"], "off");
+    assert_eq!(h["landlock_abi"], 0);
+    let missing = h["sandbox_missing"].to_string();
+    assert!(
+        missing.contains("helper") && missing.contains("/nonexistent/claudeway"),
+        "{missing}"
+    );
+    task(&srv, USER, "unconfined", json!({}));
+    let err = claudeway::server::start({
+        let dir = TempDir::new("require-helper");
+        let mut c = test_config(dir.path());
+        c.sandbox.mode = Mode::Require;
+        c.self_exe = "/nonexistent/claudeway".into();
+        c
+    })
+    .err()
+    .expect("require refuses without a helper");
+    assert!(err.contains("helper"), "{err}");
 }
 
 /// The real binary with `extra` flags, `config` as ./claudeway.toml and `env`; returns the
