@@ -247,9 +247,7 @@ pub fn run(
     // Confined: the sandbox helper (this binary) changes to the workdir, confines itself and
     // executes the CLI. Either way there is no pre_exec hook, so std uses posix_spawn.
     let mut cmd = match &inv.sandbox {
-        Some(plan) => plan
-            .command(&inv.program, &inv.args, &inv.cwd)
-            .map_err(spawn_error)?,
+        Some(plan) => plan.command(&inv.program, &inv.args, &inv.cwd),
         None => {
             let mut cmd = Command::new(&inv.program);
             cmd.args(&inv.args).current_dir(&inv.cwd);
@@ -268,7 +266,14 @@ pub fn run(
         cmd.env_remove(name);
     }
     cmd.envs(inv.env_add.iter().map(|(k, v)| (k, v)));
-    let mut child = cmd.spawn().map_err(spawn_error)?;
+    let mut child = cmd.spawn().map_err(|e| match &inv.sandbox {
+        // Not the CLI: the helper (this binary) could not be started.
+        Some(plan) => spawn_error(std::io::Error::other(format!(
+            "the sandbox helper {} could not be started: {e}",
+            plan.helper.display()
+        ))),
+        None => spawn_error(e),
+    })?;
     let pgid = child.id();
     on_spawn(pgid);
 
@@ -281,9 +286,13 @@ pub fn run(
         exit: None,
     };
 
-    // The prompt may be larger than the pipe buffer: write it from its own thread.
+    // The prompt may be larger than the pipe buffer: write it from its own thread. A confined
+    // run's helper reads its plan first.
     if let Some(mut stdin) = stdin {
-        let prompt = inv.stdin;
+        let prompt = match &inv.sandbox {
+            Some(plan) => [plan.encode(), inv.stdin].concat(),
+            None => inv.stdin,
+        };
         std::thread::Builder::new()
             .name("cli-stdin".into())
             .spawn(move || {

@@ -10,7 +10,7 @@
 
 use std::ffi::OsString;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -208,12 +208,14 @@ fn add_rule(ruleset: &OwnedFd, kind: libc::c_int, attr: *const libc::c_void) -> 
     }
 }
 
-/// The helper's `main` (`claudeway sandbox-exec <plan> <cwd> [<program> <args…>]`): enter the
-/// plan's confinement in `cwd`, then execute the program; with no program (the start-up
-/// probe) exit 0 once confined. A failure is one `claudeway sandbox-exec: <what>: <error>`
+/// The helper's `main` (`claudeway sandbox-exec <cwd> [<program> <args…>]`, the plan at the
+/// head of stdin): enter the plan's confinement in `cwd`, then execute the program, whose
+/// stdin is the rest; with no program (the start-up probe) exit 0 once confined. A failure is one `claudeway sandbox-exec: <what>: <error>`
 /// line on stderr and exit status 125 (126 or 127 when the program cannot be executed or is
 /// not found), which the runner turns back into a spawn error.
 pub fn helper_main(args: Vec<OsString>) -> ! {
+    // SAFETY: a prctl on a static C string (what `ps -o comm` shows instead of "exe").
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"claudeway".as_ptr(), 0, 0, 0) };
     let code = match confine_and_exec(args) {
         Ok(()) => 0,
         Err(f) => {
@@ -253,20 +255,22 @@ fn confine_and_exec(args: Vec<OsString>) -> Result<(), Failure> {
     let usage = || {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            "usage: claudeway sandbox-exec <plan> <cwd> [<program> <args>...] (used by the server itself)",
+            "usage: claudeway sandbox-exec <cwd> [<program> <args>...], the plan on stdin (used by the server itself)",
         )
     };
+    // Unbuffered, through a duplicate of fd 0: the plan is read to its last byte and not one
+    // more, so the program gets the rest of stdin (the prompt) untouched.
+    let plan = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|mut stdin| Plan::decode(&mut stdin))
+        .map_err(step("reading the plan from stdin"))?;
     let mut args = args.into_iter();
-    let plan: Plan = args
-        .next()
-        .and_then(|a| a.into_string().ok())
-        .ok_or_else(usage)
-        .and_then(|a| serde_json::from_str(&a).map_err(io::Error::other))
-        .map_err(step("reading the plan"))?;
     let cwd = args
         .next()
         .ok_or_else(usage)
-        .map_err(step("reading the plan"))?;
+        .map_err(step("reading the arguments"))?;
     std::env::set_current_dir(&cwd).map_err(step("changing to the workdir"))?;
     let ruleset = if plan.abi > 0 {
         Some(build_ruleset(&plan).map_err(step("building the Landlock ruleset"))?)
@@ -397,6 +401,8 @@ fn namespaces(ruleset: Option<&OwnedFd>, proc_access: u64) -> Result<(), Failure
 /// group's SIGTERM (the CLI gets it and may exit gracefully); SIGKILL ends it with the rest.
 /// It holds no descriptor, so pipes see EOF when the CLI's side closes them.
 unsafe fn supervise(child: libc::pid_t) -> ! {
+    // Re-raising the CLI's fatal signal below must not dump a core of ours.
+    libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
         libc::signal(sig, libc::SIG_IGN);
     }
@@ -428,6 +434,37 @@ unsafe fn supervise(child: libc::pid_t) -> ! {
 /// its own user, PID and mount namespace with a fresh /proc (the code a run takes, up to the
 /// exec).
 pub fn probe(helper: &Path, namespaces: bool) -> Result<(), ProbeError> {
+    match run_probe(helper, namespaces) {
+        Ok(()) => Ok(()),
+        Err(Probed::NotStarted(why)) => Err(ProbeError::Helper(why)),
+        Err(Probed::Said(why)) if namespaces => Err(ProbeError::Namespaces(why)),
+        Err(Probed::Said(why)) => Err(ProbeError::Helper(why)),
+        // Ended without a word (a seccomp policy that kills on unshare or mount, say): the
+        // namespaces are the suspect if the helper runs without them.
+        Err(Probed::Silent) if namespaces && run_probe(helper, false).is_ok() => {
+            Err(ProbeError::Namespaces(
+                "the set-up of the namespaces was killed (a seccomp policy that kills on unshare or mount?)".into(),
+            ))
+        }
+        Err(Probed::Silent) => Err(ProbeError::Helper(format!(
+            "{} sandbox-exec did not run (is it this server's binary?)",
+            helper.display()
+        ))),
+    }
+}
+
+/// How a probe run of the helper failed.
+enum Probed {
+    /// It could not be started at all.
+    NotStarted(String),
+    /// It failed and said why.
+    Said(String),
+    /// It failed without a word.
+    Silent,
+}
+
+/// One run of the helper up to the exec.
+fn run_probe(helper: &Path, namespaces: bool) -> Result<(), Probed> {
     let plan = Plan {
         rules: Vec::new(),
         ports: Vec::new(),
@@ -435,31 +472,29 @@ pub fn probe(helper: &Path, namespaces: bool) -> Result<(), ProbeError> {
         pid_namespace: namespaces,
         helper: helper.to_path_buf(),
     };
-    let plan = serde_json::to_string(&plan).map_err(|e| ProbeError::Helper(e.to_string()))?;
-    let out = Command::new(helper)
-        .args([HELPER_ARG, &plan, "/"])
-        .stdin(Stdio::null())
+    let not_started = |e: io::Error| Probed::NotStarted(format!("{}: {e}", helper.display()));
+    // No environment: the probe needs none, and our secrets stay ours.
+    let mut child = Command::new(helper)
+        .args([HELPER_ARG, "/"])
+        .env_clear()
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| ProbeError::Helper(format!("{}: {e}", helper.display())))?;
+        .spawn()
+        .map_err(not_started)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&plan.encode());
+    }
+    let out = child.wait_with_output().map_err(not_started)?;
     if out.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    match stderr
+    Err(stderr
         .lines()
         .rev()
         .find_map(|l| l.strip_prefix(HELPER_PREFIX))
-    {
-        Some(why) if namespaces => Err(ProbeError::Namespaces(why.to_string())),
-        Some(why) => Err(ProbeError::Helper(why.to_string())),
-        None => Err(ProbeError::Helper(format!(
-            "{} sandbox-exec ended with {} (is it this server's binary?)",
-            helper.display(),
-            out.status
-        ))),
-    }
+        .map_or(Probed::Silent, |why| Probed::Said(why.to_string())))
 }
 
 /// Overwrites, in place, the values of the environment variables `names` in our initial

@@ -2,18 +2,17 @@
 //! may connect to, and whether it gets its own PID namespace and `/proc`. This file owns the
 //! policy (config → rules, portable and unit-tested), the status the server reports, and how a
 //! run is launched confined: through this binary itself, re-executed as `claudeway
-//! sandbox-exec <plan> <cwd> <program> <args…>` (the *helper*), which enters the confinement
-//! and then executes the CLI. The kernel side (Landlock, namespaces, the helper's `main`) is
+//! sandbox-exec <cwd> <program> <args…>` (the *helper*) with the plan at the head of its
+//! stdin, which enters the confinement and then executes the CLI. The kernel side (Landlock, namespaces, the helper's `main`) is
 //! `linux.rs`, the only place with system calls, with a twin (`other.rs`) elsewhere. It must
 //! never widen a rule past a protected path (state dir, logs, config, homes, other runs'
 //! workdirs): a root that contains one is split into its other entries.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
-
-use serde::{Deserialize, Serialize};
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -112,7 +111,7 @@ impl Default for Settings {
 }
 
 /// What a rule lets a run do beneath its path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// Read, list and execute.
     Read,
@@ -122,51 +121,161 @@ pub enum Access {
     Device,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub path: PathBuf,
     pub access: Access,
 }
 
 /// Everything one run's confinement needs, decided before the CLI is spawned. It travels to
-/// the helper as JSON in its argv (paths and ports only, never a secret).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// the helper at the head of its stdin ([`Plan::encode`]): no size limit as an argument has,
+/// and paths as bytes, whatever their encoding.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub rules: Vec<Rule>,
     pub ports: Vec<u16>,
     /// The Landlock ABI to use (0: no Landlock).
     pub abi: u32,
     pub pid_namespace: bool,
-    /// The helper: this binary.
-    #[serde(skip)]
+    /// The helper: this binary (not sent).
     pub helper: PathBuf,
 }
 
+/// How an encoded plan starts.
+const PLAN_MAGIC: &[u8; 8] = b"CWPLAN1\n";
+/// Bounds that only a corrupt plan exceeds.
+const MAX_RULES: u32 = 1 << 20;
+const MAX_PATH: u32 = 1 << 16;
+
 impl Plan {
     /// The command that runs `program args` in `cwd` inside this confinement: the helper,
-    /// which changes to `cwd`, confines itself and executes the program. Spawned without a
-    /// `pre_exec` hook, std uses `posix_spawn` (no copy of the server's memory).
-    pub fn command(
-        &self,
-        program: &str,
-        args: &[OsString],
-        cwd: &Path,
-    ) -> std::io::Result<Command> {
-        let plan = serde_json::to_string(self).map_err(std::io::Error::other)?;
+    /// which reads the plan from its stdin, changes to `cwd`, confines itself and executes
+    /// the program (whose stdin is what follows the plan). Spawned without a `pre_exec` hook,
+    /// std uses `posix_spawn`: nothing of the server is copied.
+    pub fn command(&self, program: &str, args: &[OsString], cwd: &Path) -> Command {
         let mut cmd = Command::new(&self.helper);
-        cmd.arg(HELPER_ARG)
-            .arg(plan)
-            .arg(cwd)
-            .arg(program)
-            .args(args);
-        Ok(cmd)
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            // What `ps` shows, rather than the name of the /proc/self/exe link.
+            cmd.arg0("claudeway");
+        }
+        cmd.arg(HELPER_ARG).arg(cwd).arg(program).args(args);
+        cmd
     }
+
+    /// The plan as the helper reads it: magic, ABI, namespace flag, ports, then each rule as
+    /// its access and its path's bytes (lengths little-endian).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = PLAN_MAGIC.to_vec();
+        out.extend(self.abi.to_le_bytes());
+        out.push(u8::from(self.pid_namespace));
+        out.extend((self.ports.len() as u32).to_le_bytes());
+        for p in &self.ports {
+            out.extend(p.to_le_bytes());
+        }
+        out.extend((self.rules.len() as u32).to_le_bytes());
+        for r in &self.rules {
+            out.push(match r.access {
+                Access::Read => 0,
+                Access::Write => 1,
+                Access::Device => 2,
+            });
+            let path = path_bytes(&r.path);
+            out.extend((path.len() as u32).to_le_bytes());
+            out.extend(path);
+        }
+        out
+    }
+
+    /// Reads exactly one encoded plan from `r` (not a byte more: what follows is the CLI's).
+    pub fn decode(r: &mut impl Read) -> io::Result<Plan> {
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic)?;
+        if &magic != PLAN_MAGIC {
+            return Err(bad("no plan on stdin (this mode is for the server itself)"));
+        }
+        let abi = read_u32(r)?;
+        let mut flag = [0u8; 1];
+        r.read_exact(&mut flag)?;
+        let nports = read_u32(r)?;
+        if nports > 65536 {
+            return Err(bad("too many ports"));
+        }
+        let mut ports = Vec::with_capacity(nports as usize);
+        for _ in 0..nports {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b)?;
+            ports.push(u16::from_le_bytes(b));
+        }
+        let nrules = read_u32(r)?;
+        if nrules > MAX_RULES {
+            return Err(bad("too many rules"));
+        }
+        let mut rules = Vec::new();
+        for _ in 0..nrules {
+            let mut access = [0u8; 1];
+            r.read_exact(&mut access)?;
+            let access = match access[0] {
+                0 => Access::Read,
+                1 => Access::Write,
+                2 => Access::Device,
+                _ => return Err(bad("unknown access")),
+            };
+            let len = read_u32(r)?;
+            if len > MAX_PATH {
+                return Err(bad("path too long"));
+            }
+            let mut path = vec![0u8; len as usize];
+            r.read_exact(&mut path)?;
+            rules.push(Rule {
+                path: path_from_bytes(path),
+                access,
+            });
+        }
+        Ok(Plan {
+            rules,
+            ports,
+            abi,
+            pid_namespace: flag[0] != 0,
+            helper: PathBuf::new(),
+        })
+    }
+}
+
+fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+#[cfg(unix)]
+fn path_bytes(p: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes().to_vec()
+}
+
+#[cfg(not(unix))]
+fn path_bytes(p: &Path) -> Vec<u8> {
+    p.to_string_lossy().into_owned().into_bytes()
+}
+
+#[cfg(unix)]
+fn path_from_bytes(b: Vec<u8>) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(OsString::from_vec(b))
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(b: Vec<u8>) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(&b).into_owned())
 }
 
 /// The helper's failure, from how a run ended: its exit status and its last stderr line
 /// (`claudeway sandbox-exec: <what>: <error> (os error N)`). None when the run got as far as
 /// executing the program.
-pub fn helper_error(exit_code: Option<i32>, stderr_tail: &[String]) -> Option<std::io::Error> {
+pub fn helper_error(exit_code: Option<i32>, stderr_tail: &[String]) -> Option<io::Error> {
     if !matches!(
         exit_code,
         Some(HELPER_FAILED | HELPER_CANNOT_EXEC | HELPER_NOT_FOUND)
@@ -177,13 +286,18 @@ pub fn helper_error(exit_code: Option<i32>, stderr_tail: &[String]) -> Option<st
         .iter()
         .rev()
         .find_map(|l| l.strip_prefix(HELPER_PREFIX))?;
-    let kind = line
-        .rsplit_once("(os error ")
-        .and_then(|(_, n)| n.trim_end_matches(')').parse::<i32>().ok())
-        .map_or(std::io::ErrorKind::Other, |n| {
-            std::io::Error::from_raw_os_error(n).kind()
-        });
-    Some(std::io::Error::new(kind, line.to_string()))
+    // "Not found" means the CLI only when executing it failed so (127); a missing file in an
+    // earlier step is the sandbox's problem, not a missing CLI.
+    let kind = match exit_code {
+        Some(HELPER_NOT_FOUND) => io::ErrorKind::NotFound,
+        _ => line
+            .rsplit_once("(os error ")
+            .and_then(|(_, n)| n.trim_end_matches(')').parse::<i32>().ok())
+            .map(|n| io::Error::from_raw_os_error(n).kind())
+            .filter(|k| *k != io::ErrorKind::NotFound)
+            .unwrap_or(io::ErrorKind::Other),
+    };
+    Some(io::Error::new(kind, line.to_string()))
 }
 
 /// The state `/health` reports.
@@ -691,35 +805,55 @@ mod tests {
     }
 
     #[test]
-    fn the_plan_travels_as_json_without_the_helper() {
+    fn the_plan_travels_on_stdin_as_bytes() {
+        #[cfg(unix)]
+        let odd = {
+            use std::os::unix::ffi::OsStrExt;
+            PathBuf::from(std::ffi::OsStr::from_bytes(b"/w ork/\xff\n\"x\""))
+        };
+        #[cfg(not(unix))]
+        let odd = PathBuf::from("/w ork/x");
         let plan = Plan {
-            rules: vec![Rule {
-                path: PathBuf::from("/w ork/\"x\""),
-                access: Access::Write,
-            }],
+            rules: vec![
+                Rule {
+                    path: odd,
+                    access: Access::Write,
+                },
+                Rule {
+                    path: PathBuf::from("/usr"),
+                    access: Access::Read,
+                },
+                Rule {
+                    path: PathBuf::from("/dev/null"),
+                    access: Access::Device,
+                },
+            ],
             ports: vec![443, 8080],
             abi: 6,
             pid_namespace: true,
             helper: PathBuf::from("/proc/self/exe"),
         };
-        let cmd = plan
-            .command("/opt/claude", &["-p".into()], Path::new("/w"))
-            .unwrap();
+        let cmd = plan.command("/opt/claude", &["-p".into()], Path::new("/w"));
         assert_eq!(cmd.get_program(), "/proc/self/exe");
         let args: Vec<_> = cmd.get_args().collect();
-        assert_eq!(args[0], HELPER_ARG);
-        assert_eq!(&args[2..], ["/w", "/opt/claude", "-p"]);
-        let back: Plan = serde_json::from_str(args[1].to_str().unwrap()).unwrap();
-        assert_eq!(back.rules, plan.rules);
+        assert_eq!(args, [HELPER_ARG, "/w", "/opt/claude", "-p"]);
+        // The plan, then the prompt: decoding takes the plan and leaves the prompt.
+        let mut stdin = plan.encode();
+        stdin.extend(b"the prompt");
+        let mut r = &stdin[..];
+        let back = Plan::decode(&mut r).unwrap();
+        assert_eq!(r, b"the prompt");
         assert_eq!(
-            (back.ports, back.abi, back.pid_namespace),
-            (vec![443, 8080], 6, true)
+            back,
+            Plan {
+                helper: PathBuf::new(),
+                ..plan.clone()
+            }
         );
-        assert_eq!(
-            back.helper,
-            PathBuf::new(),
-            "the helper is not part of the plan"
-        );
+        // Anything else is refused, not half-read.
+        assert!(Plan::decode(&mut &b"the prompt"[..]).is_err());
+        let cut = plan.encode();
+        assert!(Plan::decode(&mut &cut[..cut.len() - 1]).is_err());
     }
 
     #[test]

@@ -533,3 +533,27 @@ fn a_cli_the_helper_cannot_execute_is_a_clear_500() {
     let v = task(&srv, USER, "hello", json!({}));
     assert_eq!(v["success"], true, "{v}");
 }
+
+/// A read root that holds the server's own folders is split into its other entries, one rule
+/// each, whatever their names' bytes: the plan reaches the helper on its stdin as bytes.
+#[test]
+fn a_split_root_with_a_name_that_is_not_utf8_still_confines_and_runs() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new("sbx-bytes");
+    let root = dir.path().to_path_buf();
+    let odd = root.join(std::ffi::OsStr::from_bytes(b"odd-\xff-name"));
+    std::fs::write(&odd, "odd content").unwrap();
+    // The test server's state dir and logs live in `root`: reading `root` is split.
+    let srv = TestServer::in_dir(dir, |c| c.sandbox.extra.read.push(root.clone()));
+    assert_eq!(srv.app().sandbox.state(), State::Enforced);
+    // The folder itself may not be listed (it holds the state dir), so no glob: printf makes
+    // the byte.
+    let out = bash(
+        &srv,
+        USER,
+        &format!("cat \"$(printf '{}/odd-\\377-name')\"", root.display()),
+    );
+    assert!(out.trim().ends_with("tool said: odd content"), "{out}");
+    let out = bash(&srv, USER, &format!("ls {}/state", root.display()));
+    assert!(out.contains("Permission denied"), "{out}");
+}
