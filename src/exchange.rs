@@ -61,8 +61,23 @@ impl Drop for Inflight {
     }
 }
 
+/// A request id the client chose (`X-Request-Id`), if it is one we can carry safely into logs
+/// and URLs: 1 to 128 of `A-Z a-z 0-9 - _ . :`. Anything else is ignored and we make one.
+pub fn client_request_id(v: &str) -> Option<String> {
+    let ok = (1..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    ok.then(|| v.to_string())
+}
+
 impl Exchange {
     pub fn new(req: Request) -> Exchange {
+        let request_id = req
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("X-Request-Id"))
+            .and_then(|h| client_request_id(h.value.as_str()))
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let url = req.url().to_string();
         let (path, query) = match url.split_once('?') {
             Some((p, q)) => (p.to_string(), q.to_string()),
@@ -71,7 +86,7 @@ impl Exchange {
         Exchange {
             method: req.method().clone(),
             req: Some(req),
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id,
             path,
             query,
             started: Instant::now(),

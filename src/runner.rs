@@ -175,8 +175,7 @@ pub fn run(app: &App, job: &Job, slot: Slot, sink: &mut dyn FnMut(RunEvent) -> F
         result_grace: app.config.result_grace,
         kill_grace: app.config.kill_grace,
     };
-    let registry = app.registry.clone();
-    let mut on_spawn = |pid| registry.set_pid(&job.request_id, pid);
+    let mut on_spawn = |pid| reg.set_pid(pid);
     let finished =
         match claude::process::run(inv, &limits, &reg.cancel, &reg.bytes, &mut on_spawn, sink) {
             // A missing cwd fails the spawn with ENOENT too: do not blame the CLI for it.

@@ -212,6 +212,8 @@ pub struct RunInfo {
 }
 
 struct Entry {
+    /// Not unique: a client may send the same `X-Request-Id` twice.
+    request_id: String,
     key_id: String,
     session_id: Option<String>,
     route: String,
@@ -223,7 +225,9 @@ struct Entry {
 
 #[derive(Default)]
 pub struct Registry {
-    runs: Mutex<HashMap<String, Entry>>,
+    /// By a number of our own: request ids may repeat.
+    runs: Mutex<HashMap<u64, Entry>>,
+    next: AtomicU64,
     /// Where pids are recorded so that a restart after a crash can kill leftovers.
     pid_dir: Option<std::path::PathBuf>,
 }
@@ -231,6 +235,7 @@ pub struct Registry {
 /// A registered run; dropping it unregisters. Holds the receiving end of its cancel line.
 pub struct Registration {
     registry: Arc<Registry>,
+    id: u64,
     pub request_id: String,
     pub cancel: Receiver<()>,
     pub bytes: Arc<AtomicU64>,
@@ -238,7 +243,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let removed = self.registry.runs.lock().remove(&self.request_id);
+        let removed = self.registry.runs.lock().remove(&self.id);
         if let (Some(dir), Some(Entry { pid: Some(pid), .. })) = (&self.registry.pid_dir, removed) {
             let _ = std::fs::remove_file(dir.join(pid.to_string()));
         }
@@ -252,6 +257,7 @@ impl Registry {
         }
         Arc::new(Registry {
             runs: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
             pid_dir,
         })
     }
@@ -265,9 +271,11 @@ impl Registry {
     ) -> Registration {
         let (tx, rx) = bounded(1);
         let bytes = Arc::new(AtomicU64::new(0));
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.runs.lock().insert(
-            request_id.to_string(),
+            id,
             Entry {
+                request_id: request_id.to_string(),
                 key_id: key_id.to_string(),
                 session_id: session_id.map(str::to_string),
                 route: route.to_string(),
@@ -279,35 +287,45 @@ impl Registry {
         );
         Registration {
             registry: self.clone(),
+            id,
             request_id: request_id.to_string(),
             cancel: rx,
             bytes,
         }
     }
+}
 
-    /// Records the pid (= process group id) of a registered run, with its start time, in
+impl Registration {
+    /// Records the pid (= process group id) of this run, with its start time, in
     /// `<pid_dir>/<pid>` (`<request_id> <start time>`).
-    pub fn set_pid(&self, request_id: &str, pid: u32) {
-        if let Some(e) = self.runs.lock().get_mut(request_id) {
+    pub fn set_pid(&self, pid: u32) {
+        if let Some(e) = self.registry.runs.lock().get_mut(&self.id) {
             e.pid = Some(pid);
         }
-        if let Some(dir) = &self.pid_dir {
+        let request_id = &self.request_id;
+        if let Some(dir) = &self.registry.pid_dir {
             let started = crate::os::process_start_time(pid)
                 .map(|t| t.to_string())
                 .unwrap_or_default();
             let _ = std::fs::write(dir.join(pid.to_string()), format!("{request_id} {started}"));
         }
     }
+}
 
-    /// Cancels the run with this request id if `may(key_id)` allows it; true if one was found.
+impl Registry {
+    /// Cancels the runs with this request id that `may(key_id)` allows; true if there was one.
     pub fn cancel(&self, request_id: &str, may: impl Fn(&str) -> bool) -> bool {
-        match self.runs.lock().get(request_id) {
-            Some(e) if may(&e.key_id) => {
-                let _ = e.cancel.try_send(());
-                true
-            }
-            _ => false,
+        let mut found = false;
+        for e in self
+            .runs
+            .lock()
+            .values()
+            .filter(|e| e.request_id == request_id && may(&e.key_id))
+        {
+            let _ = e.cancel.try_send(());
+            found = true;
         }
+        found
     }
 
     /// Cancels every run of a session.
@@ -342,9 +360,9 @@ impl Registry {
         let mut out: Vec<RunInfo> = self
             .runs
             .lock()
-            .iter()
-            .map(|(id, e)| RunInfo {
-                request_id: id.clone(),
+            .values()
+            .map(|e| RunInfo {
+                request_id: e.request_id.clone(),
                 key_id: e.key_id.clone(),
                 session_id: e.session_id.clone(),
                 route: e.route.clone(),

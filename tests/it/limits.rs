@@ -771,3 +771,86 @@ fn a_client_that_stops_reading_cannot_hold_a_run() {
     let _ = r.get_mut().set_read_timeout(Some(Duration::from_secs(5)));
     let _ = r.read_to_end(&mut rest);
 }
+
+/// A plain `/task` answers only when it is over, so its client cannot learn the generated id
+/// in time to cancel. It may choose the id instead (`X-Request-Id`): it is used as is (in the
+/// answer's header, the process list, the audit line), and the owner cancels by it. Two runs
+/// may carry the same id; a cancel reaches both. An id we could not carry safely is replaced.
+#[test]
+fn a_plain_task_can_be_cancelled_by_the_id_its_client_chose() {
+    let srv = TestServer::start();
+    let gate = srv.root().join("never");
+    let body =
+        serde_json::to_vec(&json!({"prompt": format!("WAIT_FILE {} waiting", gate.display())}))
+            .unwrap();
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, body) = (srv.addr, body.clone());
+            std::thread::spawn(move || {
+                request(
+                    addr,
+                    "POST",
+                    "/task",
+                    Some(USER),
+                    &[("X-Request-Id", "nightly-build:42")],
+                    &body,
+                )
+            })
+        })
+        .collect();
+    let running = || {
+        srv.app()
+            .registry
+            .list()
+            .iter()
+            .filter(|r| r.request_id == "nightly-build:42" && r.pid.is_some())
+            .count()
+    };
+    assert!(eventually(Duration::from_secs(20), || running() == 2));
+    srv.post("/task/nightly-build:42/cancel", Some(OTHER), &json!({}))
+        .error(404, "NOT_FOUND");
+    let r = srv.post("/task/nightly-build:42/cancel", Some(USER), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    for t in tasks {
+        let r = t.join().unwrap();
+        assert_eq!(r.header("X-Request-Id"), Some("nightly-build:42"));
+        let msg = r.error(409, "CONFLICT");
+        assert!(msg.contains("cancelled"), "{msg}");
+    }
+    assert!(eventually(Duration::from_secs(10), || srv
+        .app()
+        .registry
+        .is_empty()));
+    let cancelled = srv
+        .audit("user")
+        .into_iter()
+        .filter(|l| l["request_id"] == "nightly-build:42" && l["message"] == "task cancelled")
+        .count();
+    assert_eq!(cancelled, 2);
+
+    // Not carried: spaces, a quote, too long, empty. The answer names the id we made instead.
+    let long = "x".repeat(129);
+    for bad in ["two words", "a\"b", long.as_str(), ""] {
+        let r = request(
+            srv.addr,
+            "GET",
+            "/health",
+            None,
+            &[("X-Request-Id", bad)],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+        let id = r.header("X-Request-Id").unwrap();
+        assert_ne!(id, bad);
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    }
+    let r = request(
+        srv.addr,
+        "GET",
+        "/health",
+        None,
+        &[("X-Request-Id", "ok.id_1-2")],
+        b"",
+    );
+    assert_eq!(r.header("X-Request-Id"), Some("ok.id_1-2"));
+}
