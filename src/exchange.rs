@@ -62,9 +62,12 @@ impl Drop for Inflight {
 }
 
 /// A request id the client chose (`X-Request-Id`), if it is one we can carry safely into logs
-/// and URLs: 1 to 128 of `A-Z a-z 0-9 - _ . :`. Anything else is ignored and we make one.
+/// and URLs: 1 to 128 of `A-Z a-z 0-9 - _ . :`, starting with a letter or digit (so never
+/// `..`, which clients would fold out of `/task/{id}/cancel`). Anything else is ignored and
+/// we make one.
 pub fn client_request_id(v: &str) -> Option<String> {
     let ok = (1..=128).contains(&v.len())
+        && v.as_bytes()[0].is_ascii_alphanumeric()
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     ok.then(|| v.to_string())

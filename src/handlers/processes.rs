@@ -21,10 +21,15 @@ pub fn list(app: &App) -> Reply {
     }))
 }
 
-/// Cancels the run `request_id` if `key_id` owns it or is the admin key.
+/// Cancels the runs `request_id` that `key_id` owns (the admin key: anyone's; `?key_id=`
+/// narrows to one key's).
 pub fn cancel(app: &App, ex: &Exchange, key_id: &str, request_id: &str) -> Result<Reply, ApiError> {
     let admin = app.config.keys.is_admin(key_id);
-    let found = app.registry.cancel(request_id, |k| admin || k == key_id);
+    // Client-chosen ids may repeat across keys: `?key_id=` narrows a cancel to one key's runs.
+    let only = ex.query_param("key_id");
+    let found = app.registry.cancel(request_id, |k| {
+        (admin || k == key_id) && only.as_deref().is_none_or(|o| o == k)
+    });
     if !found {
         return Err(ApiError::not_found(
             "no running task with this request id for this key (it may have finished, or still be waiting in the queue)",

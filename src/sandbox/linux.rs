@@ -148,11 +148,7 @@ fn build_ruleset(plan: &Plan) -> io::Result<OwnedFd> {
         if plan.pid_namespace && rule.path == std::path::Path::new("/proc") {
             continue;
         }
-        let Ok(file) = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-            .open(&rule.path)
-        else {
+        let Ok(file) = open_resolved(&rule.path) else {
             continue;
         };
         let is_dir = file.metadata().map(|m| m.is_dir()).unwrap_or(false);
@@ -188,6 +184,42 @@ fn build_ruleset(plan: &Plan) -> io::Result<OwnedFd> {
         }
     }
     Ok(ruleset)
+}
+
+/// Opens a rule's path (`O_PATH`), refusing a symbolic link anywhere in it. The server
+/// resolved every rule path; a link there now was put in since (say, by another run of the
+/// same key swapping a folder in its workdir for a link to a protected one), and following
+/// it would widen the rule. Such a rule is skipped by the caller, which only narrows access.
+fn open_resolved(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: open_how is plain data; zeroed is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: a NUL-terminated path and a live open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the kernel just gave us this descriptor.
+        return Ok(unsafe { std::fs::File::from_raw_fd(fd as RawFd) });
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(e);
+    }
+    // Before Linux 5.6 (no Landlock either, so this serves the namespaces alone).
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
 }
 
 fn add_rule(ruleset: &OwnedFd, kind: libc::c_int, attr: *const libc::c_void) -> io::Result<()> {

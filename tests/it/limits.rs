@@ -783,21 +783,21 @@ fn a_plain_task_can_be_cancelled_by_the_id_its_client_chose() {
     let body =
         serde_json::to_vec(&json!({"prompt": format!("WAIT_FILE {} waiting", gate.display())}))
             .unwrap();
-    let tasks: Vec<_> = (0..2)
-        .map(|_| {
-            let (addr, body) = (srv.addr, body.clone());
-            std::thread::spawn(move || {
-                request(
-                    addr,
-                    "POST",
-                    "/task",
-                    Some(USER),
-                    &[("X-Request-Id", "nightly-build:42")],
-                    &body,
-                )
-            })
+    let start = |key: &'static str| {
+        let (addr, body) = (srv.addr, body.clone());
+        std::thread::spawn(move || {
+            request(
+                addr,
+                "POST",
+                "/task",
+                Some(key),
+                &[("X-Request-Id", "nightly-build:42")],
+                &body,
+            )
         })
-        .collect();
+    };
+    let mine = [start(USER), start(USER)];
+    let theirs = start(OTHER);
     let running = || {
         srv.app()
             .registry
@@ -806,12 +806,22 @@ fn a_plain_task_can_be_cancelled_by_the_id_its_client_chose() {
             .filter(|r| r.request_id == "nightly-build:42" && r.pid.is_some())
             .count()
     };
-    assert!(eventually(Duration::from_secs(20), || running() == 2));
+    assert!(eventually(Duration::from_secs(20), || running() == 3));
+    // The admin narrows a cancel to one key's runs with that id.
+    let r = srv.post(
+        "/task/nightly-build:42/cancel?key_id=other",
+        Some(ADMIN),
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    theirs.join().unwrap().error(409, "CONFLICT");
+    assert_eq!(running(), 2, "the user's runs go on");
+    // The other key has none left with that id; the user's are not its to cancel.
     srv.post("/task/nightly-build:42/cancel", Some(OTHER), &json!({}))
         .error(404, "NOT_FOUND");
     let r = srv.post("/task/nightly-build:42/cancel", Some(USER), &json!({}));
     assert_eq!(r.status, 200, "{}", r.text());
-    for t in tasks {
+    for t in mine {
         let r = t.join().unwrap();
         assert_eq!(r.header("X-Request-Id"), Some("nightly-build:42"));
         let msg = r.error(409, "CONFLICT");
@@ -828,9 +838,18 @@ fn a_plain_task_can_be_cancelled_by_the_id_its_client_chose() {
         .count();
     assert_eq!(cancelled, 2);
 
-    // Not carried: spaces, a quote, too long, empty. The answer names the id we made instead.
+    // Not carried: spaces, a quote, too long, empty, not starting with a letter or digit. The
+    // answer names the id we made instead.
     let long = "x".repeat(129);
-    for bad in ["two words", "a\"b", long.as_str(), ""] {
+    for bad in [
+        "two words",
+        "a\"b",
+        long.as_str(),
+        "",
+        "..",
+        ".hidden",
+        "-x",
+    ] {
         let r = request(
             srv.addr,
             "GET",

@@ -557,3 +557,68 @@ fn a_split_root_with_a_name_that_is_not_utf8_still_confines_and_runs() {
     let out = bash(&srv, USER, &format!("ls {}/state", root.display()));
     assert!(out.contains("Permission denied"), "{out}");
 }
+
+/// The helper opens each rule's path refusing symbolic links: the server resolved them all,
+/// so a link found there was put in since (another run swapping a folder for a link to a
+/// protected one) and following it would widen the rule. Driven directly: the same plan with
+/// a rule through a link, and with the real path.
+#[test]
+fn the_helper_skips_a_rule_that_leads_through_a_symbolic_link() {
+    use claudeway::sandbox::{Access, Plan, Rule};
+    use std::io::Write;
+    let srv = enforced(|_| {});
+    let sb = &srv.app().sandbox;
+    let dir = TempDir::new("sbx-link");
+    let real = dir.path().join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::write(real.join("secret"), "behind the link").unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+    let run = |rule_path: &Path| {
+        let mut rules: Vec<Rule> = sb
+            .read
+            .iter()
+            .map(|p| Rule {
+                path: p.clone(),
+                access: Access::Read,
+            })
+            .collect();
+        rules.push(Rule {
+            path: rule_path.to_path_buf(),
+            access: Access::Read,
+        });
+        let plan = Plan {
+            rules,
+            ports: vec![],
+            abi: sb.abi,
+            pid_namespace: false,
+            helper: env!("CARGO_BIN_EXE_claudeway").into(),
+        };
+        let mut child = plan
+            .command(
+                "/bin/sh",
+                &["-c".into(), "cat \"$0\"/secret".into(), real.clone().into()],
+                Path::new("/"),
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&plan.encode())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (out, err) = run(&real);
+    assert_eq!(out, "behind the link", "{err}");
+    let (out, err) = run(&dir.path().join("link"));
+    assert_eq!(out, "");
+    assert!(err.contains("Permission denied"), "{err}");
+}
