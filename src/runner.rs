@@ -17,7 +17,7 @@ use crate::claude::{
 };
 use crate::error::{ApiError, Kind};
 use crate::events::Event;
-use crate::runs::{Refused, Slot};
+use crate::runs::{Refused, Registration, Slot};
 
 /// A CLI turn to run.
 #[derive(Debug, Clone)]
@@ -71,15 +71,31 @@ pub const CLI_ERROR: &str = "Claude CLI returned an error";
 /// line before returning.
 pub fn execute(app: &App, job: &Job, sink: &mut dyn FnMut(RunEvent) -> Flow) -> Finished {
     match admit(app, job) {
-        Ok(slot) => run(app, job, slot, sink),
+        Ok(admitted) => run(app, job, admitted, sink),
         Err(e) => fail(job, e),
     }
 }
 
-/// Waits for a run place for `job` (the queue; its wait counts toward the job's timeout), then
-/// checks the key's budget (runs that went before may have spent it). A refusal is audited
-/// here and returned as the error to answer.
-pub fn admit(app: &App, job: &Job) -> Result<Slot, ApiError> {
+/// A job that has its run place, and its entry in the run registry.
+pub struct Admitted {
+    slot: Slot,
+    reg: Registration,
+}
+
+/// The error of a run cancelled while it waited for a place.
+const CANCELLED_IN_QUEUE: &str =
+    "the run was cancelled while it waited for a run place (POST /task/{id}/cancel)";
+
+/// Registers `job` (listed as `queued`, cancellable), waits for a run place (the queue; its
+/// wait counts toward the job's timeout), then checks the key's budget (runs that went before
+/// may have spent it). A refusal is audited here and returned as the error to answer.
+pub fn admit(app: &App, job: &Job) -> Result<Admitted, ApiError> {
+    let reg = app.registry.register(
+        &job.request_id,
+        &job.key_id,
+        Some(&job.session_id),
+        &job.route,
+    );
     let key = app.config.keys.get(&job.key_id);
     let cap = key.and_then(|k| k.limits.max_concurrent);
     let refuse = |e: ApiError| {
@@ -89,7 +105,9 @@ pub fn admit(app: &App, job: &Job) -> Result<Slot, ApiError> {
     };
     let slot = app
         .gate
-        .acquire(&job.key_id, cap, job.arrived + job.timeout)
+        .acquire(&job.key_id, cap, job.arrived + job.timeout, &|| {
+            reg.cancel_requested()
+        })
         .map_err(|refused| refuse(refused_error(app, job, refused, cap)))?;
     if let Some(key) = key {
         if let Some(left) = app
@@ -101,7 +119,8 @@ pub fn admit(app: &App, job: &Job) -> Result<Slot, ApiError> {
             return Err(refuse(crate::limits::budget_error(&key.id, &left)));
         }
     }
-    Ok(slot)
+    reg.set_running();
+    Ok(Admitted { slot, reg })
 }
 
 /// The `--max-budget-usd` of a run: what the request asked, at most what the key's budget has
@@ -121,19 +140,19 @@ fn budget_cap(app: &App, job: &Job) -> Option<f64> {
 
 /// Runs an admitted `job` (see [`admit`]); the place is freed when the run is over. Writes
 /// the audit line before returning.
-pub fn run(app: &App, job: &Job, slot: Slot, sink: &mut dyn FnMut(RunEvent) -> Flow) -> Finished {
+pub fn run(
+    app: &App,
+    job: &Job,
+    admitted: Admitted,
+    sink: &mut dyn FnMut(RunEvent) -> Flow,
+) -> Finished {
+    let Admitted { slot, reg } = admitted;
     app.publish(Event::TaskStarted {
         key_id: job.key_id.clone(),
         session_id: job.session_id.clone(),
         route: job.route.clone(),
         model: job.spec.model.clone(),
     });
-    let reg = app.registry.register(
-        &job.request_id,
-        &job.key_id,
-        Some(&job.session_id),
-        &job.route,
-    );
     // The run happens in its owner's CLI home, under its owner's sandbox policy.
     let owner = owner(app, job);
     let home = match app.homes.prepare(&owner) {
@@ -242,6 +261,7 @@ fn refused_error(app: &App, job: &Job, refused: Refused, cap: Option<usize>) -> 
             format!("timeout_secs ({}) ran out while waiting for a free run place; retry later or raise timeout_secs", timeout.as_secs()),
         ),
         Refused::Closed => shutting_down(),
+        Refused::Cancelled => ApiError::new(Kind::Conflict, CANCELLED_IN_QUEUE),
     }
 }
 
@@ -361,6 +381,7 @@ fn audit(app: &App, job: &Job, f: &Finished) {
         (Some(End::TimedOut), _, _) => "task timed out",
         (Some(End::Stalled), _, _) => "task stalled",
         (Some(End::Cancelled | End::ClientGone), _, _) => "task cancelled",
+        (None, Some(e), _) if e.message == CANCELLED_IN_QUEUE => "task cancelled",
         (None, Some(e), _)
             if matches!(
                 e.kind,

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
@@ -26,6 +26,8 @@ pub enum Refused {
     Closed,
     /// The key has its own cap's worth of runs running and as many waiting.
     KeyBusy,
+    /// Its run was cancelled while it waited.
+    Cancelled,
 }
 
 #[derive(Default)]
@@ -41,6 +43,9 @@ struct GateState {
     next_ticket: u64,
     closed: bool,
 }
+
+/// How often a waiter looks whether its run was cancelled.
+pub const CANCEL_POLL: Duration = Duration::from_millis(100);
 
 pub struct Gate {
     state: Mutex<GateState>,
@@ -78,12 +83,14 @@ impl Gate {
         })
     }
 
-    /// Waits for a place for `key` (whose own cap is `key_cap`) until `deadline`.
+    /// Waits for a place for `key` (whose own cap is `key_cap`) until `deadline`, or until
+    /// `cancelled()` says so (looked at every [`CANCEL_POLL`] while waiting).
     pub fn acquire(
         self: &Arc<Gate>,
         key: &str,
         key_cap: Option<usize>,
         deadline: Instant,
+        cancelled: &dyn Fn() -> bool,
     ) -> Result<Slot, Refused> {
         let mut s = self.state.lock();
         if s.closed {
@@ -129,7 +136,8 @@ impl Gate {
                     key: key.to_string(),
                 });
             }
-            if s.closed || Instant::now() >= deadline {
+            let cancel = cancelled();
+            if s.closed || cancel || Instant::now() >= deadline {
                 // Leave the queue (the ticket may have been granted meanwhile: checked above).
                 if let Some(q) = s.queues.get_mut(key) {
                     q.retain(|t| *t != ticket);
@@ -141,11 +149,14 @@ impl Gate {
                 s.waiting -= 1;
                 return Err(if s.closed {
                     Refused::Closed
+                } else if cancel {
+                    Refused::Cancelled
                 } else {
                     Refused::Timeout
                 });
             }
-            self.cv.wait_until(&mut s, deadline);
+            self.cv
+                .wait_until(&mut s, deadline.min(Instant::now() + CANCEL_POLL));
         }
     }
 
@@ -203,6 +214,8 @@ impl Gate {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunInfo {
     pub request_id: String,
+    /// `queued` (waiting for a run place) or `running`.
+    pub state: &'static str,
     pub key_id: String,
     pub session_id: Option<String>,
     pub route: String,
@@ -214,6 +227,7 @@ pub struct RunInfo {
 struct Entry {
     /// Not unique: a client may send the same `X-Request-Id` twice.
     request_id: String,
+    running: bool,
     key_id: String,
     session_id: Option<String>,
     route: String,
@@ -276,6 +290,7 @@ impl Registry {
             id,
             Entry {
                 request_id: request_id.to_string(),
+                running: false,
                 key_id: key_id.to_string(),
                 session_id: session_id.map(str::to_string),
                 route: route.to_string(),
@@ -296,6 +311,19 @@ impl Registry {
 }
 
 impl Registration {
+    /// The run got its place: from now on it is `running` (its age counts from here).
+    pub fn set_running(&self) {
+        if let Some(e) = self.registry.runs.lock().get_mut(&self.id) {
+            e.running = true;
+            e.started = Instant::now();
+        }
+    }
+
+    /// True once someone asked to cancel this run (the request stays for the run to see).
+    pub fn cancel_requested(&self) -> bool {
+        !self.cancel.is_empty()
+    }
+
     /// Records the pid (= process group id) of this run, with its start time, in
     /// `<pid_dir>/<pid>` (`<request_id> <start time>`).
     pub fn set_pid(&self, pid: u32) {
@@ -363,6 +391,7 @@ impl Registry {
             .values()
             .map(|e| RunInfo {
                 request_id: e.request_id.clone(),
+                state: if e.running { "running" } else { "queued" },
                 key_id: e.key_id.clone(),
                 session_id: e.session_id.clone(),
                 route: e.route.clone(),
@@ -427,20 +456,21 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    const NEVER: &dyn Fn() -> bool = &|| false;
 
     #[test]
     fn caps_queues_and_is_fair() {
         let gate = Gate::new(1, 10);
         let far = Instant::now() + Duration::from_secs(10);
-        let first = gate.acquire("a", None, far).unwrap();
+        let first = gate.acquire("a", None, far, NEVER).unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut handles = Vec::new();
         // Key a queues three runs, then key b one: b must not wait behind all of a's.
         for (i, key) in ["a", "a", "a", "b"].into_iter().enumerate() {
             let (g, order) = (gate.clone(), order.clone());
             handles.push(std::thread::spawn(move || {
-                let _slot = g.acquire(key, None, far).unwrap();
+                let _slot = g.acquire(key, None, far, NEVER).unwrap();
                 order.lock().push(key);
                 std::thread::sleep(Duration::from_millis(20));
             }));
@@ -460,11 +490,11 @@ mod tests {
     fn full_queue_and_deadline() {
         let gate = Gate::new(1, 1);
         let far = Instant::now() + Duration::from_secs(10);
-        let _held = gate.acquire("a", None, far).unwrap();
+        let _held = gate.acquire("a", None, far, NEVER).unwrap();
         let g = gate.clone();
         // Long enough that a loaded machine still sees the waiter queued before it gives up.
         let waiter = std::thread::spawn(move || {
-            g.acquire("b", None, Instant::now() + Duration::from_secs(3))
+            g.acquire("b", None, Instant::now() + Duration::from_secs(3), NEVER)
                 .err()
         });
         let until = Instant::now() + Duration::from_secs(10);
@@ -472,7 +502,10 @@ mod tests {
             assert!(Instant::now() < until, "the waiter never queued");
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(gate.acquire("c", None, far).err(), Some(Refused::QueueFull));
+        assert_eq!(
+            gate.acquire("c", None, far, NEVER).err(),
+            Some(Refused::QueueFull)
+        );
         assert_eq!(waiter.join().unwrap(), Some(Refused::Timeout));
         assert_eq!(gate.load(), (1, 0));
     }
@@ -481,11 +514,34 @@ mod tests {
     fn per_key_cap() {
         let gate = Gate::new(5, 10);
         let soon = Instant::now() + Duration::from_millis(100);
-        let _one = gate.acquire("a", Some(1), soon).unwrap();
+        let _one = gate.acquire("a", Some(1), soon, NEVER).unwrap();
         assert_eq!(
-            gate.acquire("a", Some(1), soon).err(),
+            gate.acquire("a", Some(1), soon, NEVER).err(),
             Some(Refused::Timeout)
         );
-        assert!(gate.acquire("b", Some(1), soon).is_ok());
+        assert!(gate.acquire("b", Some(1), soon, NEVER).is_ok());
+    }
+
+    #[test]
+    fn a_waiter_leaves_the_queue_when_cancelled() {
+        let gate = Gate::new(1, 10);
+        let far = Instant::now() + Duration::from_secs(30);
+        let held = gate.acquire("a", None, far, NEVER).unwrap();
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, f) = (gate.clone(), flag.clone());
+        let waiter = std::thread::spawn(move || {
+            g.acquire("b", None, far, &|| f.load(Ordering::SeqCst))
+                .err()
+        });
+        let until = Instant::now() + Duration::from_secs(10);
+        while gate.load().1 < 1 {
+            assert!(Instant::now() < until, "the waiter never queued");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        flag.store(true, Ordering::SeqCst);
+        assert_eq!(waiter.join().unwrap(), Some(Refused::Cancelled));
+        assert_eq!(gate.load(), (1, 0), "it left the queue");
+        drop(held);
+        assert_eq!(gate.load(), (0, 0));
     }
 }

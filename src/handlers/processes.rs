@@ -1,9 +1,10 @@
-//! The CLI runs in flight: `GET /admin/processes` lists them (admin key), and
-//! `POST /task/{request_id}/cancel` stops one (its owner's key or the admin key; for any other
-//! key the run does not exist: 404). The request id is the `X-Request-Id` of the run's answer
-//! (for SSE and WebSocket it is in the response head, so a client can cancel its own stream).
-//! A cancelled run's client gets 409 `CONFLICT` (an `error` event on streams); its process
-//! group is killed. Runs still waiting in the queue are not listed and cannot be cancelled.
+//! The CLI runs in flight and in the queue: `GET /admin/processes` lists them (admin key),
+//! and `POST /task/{request_id}/cancel` stops them (its owner's key or the admin key; for any
+//! other key the run does not exist: 404). The request id is the `X-Request-Id` of the run's
+//! answer (for SSE and WebSocket it is in the response head, so a client can cancel its own
+//! stream; a client may also choose it). A cancelled run's client gets 409 `CONFLICT` (an
+//! `error` event on streams); a running run's process group is killed, a queued one leaves
+//! the queue.
 
 use crate::app::App;
 use crate::audit::Entry;
@@ -32,7 +33,7 @@ pub fn cancel(app: &App, ex: &Exchange, key_id: &str, request_id: &str) -> Resul
     });
     if !found {
         return Err(ApiError::not_found(
-            "no running task with this request id for this key (it may have finished, or still be waiting in the queue)",
+            "no running or queued task with this request id for this key (it may have finished)",
         ));
     }
     // The cancelled run writes its own line ("task cancelled"); this one says who asked.

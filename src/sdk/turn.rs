@@ -347,7 +347,7 @@ fn stream(
     mut job: Job,
     _place: StreamGuard,
 ) {
-    let slot = match runner::admit(app, &job) {
+    let admitted = match runner::admit(app, &job) {
         Ok(s) => s,
         Err(e) => {
             undo(app, o, false);
@@ -363,7 +363,7 @@ fn stream(
         Dialect::Anthropic => Box::new(anthropic::Events::new(call)),
     };
     let Ok(mut sse) = sse else {
-        drop(slot);
+        drop(admitted);
         undo(app, o, false);
         log.done(200, "client gone before the stream started");
         return;
@@ -385,10 +385,10 @@ fn stream(
                 Flow::Stop
             }
         };
-        let first = runner::run(app, &job, slot, &mut sink);
+        let first = runner::run(app, &job, admitted, &mut sink);
         run(app, &mut job, first, &mut |job| {
-            let slot = runner::admit(app, job)?;
-            Ok(runner::run(app, job, slot, &mut sink))
+            let admitted = runner::admit(app, job)?;
+            Ok(runner::run(app, job, admitted, &mut sink))
         })
     };
     let settled = settle(app, call, o, ran.as_ref().map_err(Clone::clone), &blocks);

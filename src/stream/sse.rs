@@ -114,8 +114,8 @@ pub fn serve(
     mode: Mode,
     _place: StreamGuard,
 ) -> Option<runner::Finished> {
-    let slot = match runner::admit(app, job) {
-        Ok(slot) => slot,
+    let admitted = match runner::admit(app, job) {
+        Ok(a) => a,
         Err(e) => {
             ex.error(e);
             return None;
@@ -143,7 +143,7 @@ pub fn serve(
             Flow::Stop
         }
     };
-    let finished = runner::run(app, job, slot, &mut sink);
+    let finished = runner::run(app, job, admitted, &mut sink);
     for ev in final_events(&finished) {
         let ok = match ev {
             Final::PermissionDenied(d) => sse.event("permission_denied", &d.to_string()),

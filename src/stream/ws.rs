@@ -229,7 +229,7 @@ fn run_job(
     job: &Job,
     mode: Mode,
 ) -> Option<Finished> {
-    let slot = match runner::admit(app, job) {
+    let admitted = match runner::admit(app, job) {
         Ok(s) => s,
         Err(e) => {
             send_error(ws, &e.message, e.code());
@@ -254,7 +254,7 @@ fn run_job(
             Flow::Stop
         }
     };
-    Some(runner::run(app, job, slot, &mut sink))
+    Some(runner::run(app, job, admitted, &mut sink))
 }
 
 /// Reads what the client sent, if anything: a close (or a broken socket) means it is gone.

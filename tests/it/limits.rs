@@ -486,6 +486,7 @@ fn admin_processes_lists_runs_and_cancel_stops_them() {
         (Some(1), Some(0))
     );
     let p = &v["processes"][0];
+    assert_eq!(p["state"], "running");
     assert_eq!(p["key_id"], "user");
     assert_eq!(p["route"], "/task");
     assert!(p["age_secs"].is_u64());
@@ -498,6 +499,7 @@ fn admin_processes_lists_runs_and_cancel_stops_them() {
         keys,
         [
             "request_id",
+            "state",
             "key_id",
             "session_id",
             "route",
@@ -872,4 +874,83 @@ fn a_plain_task_can_be_cancelled_by_the_id_its_client_chose() {
         b"",
     );
     assert_eq!(r.header("X-Request-Id"), Some("ok.id_1-2"));
+}
+
+/// A run waiting in the queue is listed (`queued`, no pid) and can be cancelled: it leaves the
+/// queue, its client gets 409, the audit says "task cancelled", and the run ahead goes on.
+#[test]
+fn a_queued_run_is_listed_and_can_be_cancelled() {
+    let srv = TestServer::with(|c| c.max_concurrent = 1);
+    let gate = srv.root().join("open-me");
+    let body = |tag: &str| {
+        serde_json::to_vec(&json!({"prompt": format!("WAIT_FILE {} {tag}", gate.display())}))
+            .unwrap()
+    };
+    let post = |id: &'static str, body: Vec<u8>| {
+        let addr = srv.addr;
+        std::thread::spawn(move || {
+            request(
+                addr,
+                "POST",
+                "/task",
+                Some(USER),
+                &[("X-Request-Id", id)],
+                &body,
+            )
+        })
+    };
+    let ahead = post("ahead", body("first"));
+    let state = |id: &str| {
+        srv.app()
+            .registry
+            .list()
+            .into_iter()
+            .find(|r| r.request_id == id)
+            .map(|r| (r.state, r.pid.is_some()))
+    };
+    assert!(eventually(Duration::from_secs(20), || state("ahead")
+        == Some(("running", true))));
+    let behind = post("behind", body("second"));
+    assert!(eventually(Duration::from_secs(20), || state("behind")
+        == Some(("queued", false))));
+    let listed = srv.get("/admin/processes", Some(ADMIN)).json();
+    assert_eq!(
+        (listed["running"].as_u64(), listed["queued"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let queued = listed["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["request_id"] == "behind")
+        .cloned()
+        .expect("the queued run is listed");
+    assert_eq!(queued["state"], "queued");
+    assert!(queued["pid"].is_null());
+
+    let r = srv.post("/task/behind/cancel", Some(USER), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let msg = behind.join().unwrap().error(409, "CONFLICT");
+    assert!(msg.contains("waited for a run place"), "{msg}");
+    assert_eq!(state("behind"), None);
+    assert_eq!(
+        state("ahead"),
+        Some(("running", true)),
+        "the run ahead goes on"
+    );
+    assert_eq!(srv.app().gate.load(), (1, 0));
+    std::fs::write(&gate, "").unwrap();
+    assert_eq!(ahead.join().unwrap().status, 200);
+    let lines = srv.audit("user");
+    assert!(lines.iter().any(|l| l["request_id"] == "behind"
+        && l["message"] == "task cancelled"
+        && l["status"] == 409));
+    // The cancelled run never started a CLI; the one ahead did.
+    let ran = |tag: &str| {
+        srv.fake_runs()
+            .iter()
+            .any(|r| r["prompt"].as_str().is_some_and(|p| p.ends_with(tag)))
+    };
+    assert!(ran("first"));
+    assert!(!ran("second"));
 }
