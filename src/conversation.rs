@@ -171,7 +171,11 @@ pub fn run(app: &Arc<App>, mut job: Job, turn: Turn, keep_pending: Vec<Denial>) 
         resume_instead(app, &mut job);
         f = crate::runner::execute(app, &job, &mut |_| crate::claude::Flow::Continue);
     }
-    finish(app, &job, &f, keep_pending);
+    // A turn that never started its CLI (refused, cancelled in the queue, not spawned) changes
+    // nothing in the session: its pending approvals stay.
+    if f.outcome.is_some() {
+        finish(app, &job, &f, keep_pending);
+    }
     drop(turn);
     f
 }

@@ -82,9 +82,9 @@ pub struct Admitted {
     reg: Registration,
 }
 
-/// The error of a run cancelled while it waited for a place.
-const CANCELLED_IN_QUEUE: &str =
-    "the run was cancelled while it waited for a run place (POST /task/{id}/cancel)";
+/// The error of a run cancelled before its CLI started (in the queue, or just after); the
+/// audit line says "task cancelled" for it.
+const CANCELLED_BEFORE_START: &str = "the run was cancelled before its CLI started";
 
 /// Registers `job` (listed as `queued`, cancellable), waits for a run place (the queue; its
 /// wait counts toward the job's timeout), then checks the key's budget (runs that went before
@@ -147,6 +147,14 @@ pub fn run(
     sink: &mut dyn FnMut(RunEvent) -> Flow,
 ) -> Finished {
     let Admitted { slot, reg } = admitted;
+    // Cancelled between getting its place and here: no CLI for it.
+    if reg.cancel_requested() {
+        drop(reg);
+        drop(slot);
+        let f = fail(job, ApiError::new(Kind::Conflict, CANCELLED_BEFORE_START));
+        audit(app, job, &f);
+        return f;
+    }
     app.publish(Event::TaskStarted {
         key_id: job.key_id.clone(),
         session_id: job.session_id.clone(),
@@ -261,7 +269,7 @@ fn refused_error(app: &App, job: &Job, refused: Refused, cap: Option<usize>) -> 
             format!("timeout_secs ({}) ran out while waiting for a free run place; retry later or raise timeout_secs", timeout.as_secs()),
         ),
         Refused::Closed => shutting_down(),
-        Refused::Cancelled => ApiError::new(Kind::Conflict, CANCELLED_IN_QUEUE),
+        Refused::Cancelled => ApiError::new(Kind::Conflict, CANCELLED_BEFORE_START),
     }
 }
 
@@ -381,7 +389,7 @@ fn audit(app: &App, job: &Job, f: &Finished) {
         (Some(End::TimedOut), _, _) => "task timed out",
         (Some(End::Stalled), _, _) => "task stalled",
         (Some(End::Cancelled | End::ClientGone), _, _) => "task cancelled",
-        (None, Some(e), _) if e.message == CANCELLED_IN_QUEUE => "task cancelled",
+        (None, Some(e), _) if e.message == CANCELLED_BEFORE_START => "task cancelled",
         (None, Some(e), _)
             if matches!(
                 e.kind,

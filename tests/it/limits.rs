@@ -931,7 +931,7 @@ fn a_queued_run_is_listed_and_can_be_cancelled() {
     let r = srv.post("/task/behind/cancel", Some(USER), &json!({}));
     assert_eq!(r.status, 200, "{}", r.text());
     let msg = behind.join().unwrap().error(409, "CONFLICT");
-    assert!(msg.contains("waited for a run place"), "{msg}");
+    assert!(msg.contains("cancelled before its CLI started"), "{msg}");
     assert_eq!(state("behind"), None);
     assert_eq!(
         state("ahead"),

@@ -578,3 +578,75 @@ fn session_turns_stream_over_sse_and_websocket() {
     let events = ws_events(&mut ws);
     assert_eq!(events[0]["code"], "NOT_FOUND");
 }
+
+/// An approval cancelled while it waits for a run place never ran: the denial stays pending
+/// (and can still be approved), and the session's turn count is unchanged.
+#[test]
+fn an_approval_cancelled_in_the_queue_keeps_the_denial_pending() {
+    let srv = TestServer::with(|c| {
+        c.permissions_bypass = false;
+        c.max_concurrent = 1;
+    });
+    let id = start(&srv, USER, json!({}));
+    let path = format!("/session/{id}");
+    let v = srv
+        .post(&path, Some(USER), &json!({"prompt": "WRITE out.txt later"}))
+        .json();
+    let tool_id = v["permission_denials"][0]["tool_use_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = srv.get(&path, Some(USER)).json();
+    assert_eq!(before["task_count"], 1);
+
+    // Another run holds the only place; the approval queues behind it.
+    let gate = srv.root().join("open-me");
+    let blocker = {
+        let (addr, body) = (
+            srv.addr,
+            json!({"prompt": format!("WAIT_FILE {} hold", gate.display())}).to_string(),
+        );
+        std::thread::spawn(move || {
+            request(addr, "POST", "/task", Some(OTHER), &[], body.as_bytes())
+        })
+    };
+    srv.wait_load(1, 0);
+    let approve = {
+        let (addr, p, body) = (
+            srv.addr,
+            format!("{path}/approve"),
+            json!({"tool_use_ids": [tool_id]}).to_string(),
+        );
+        std::thread::spawn(move || {
+            request(
+                addr,
+                "POST",
+                &p,
+                Some(USER),
+                &[("X-Request-Id", "approve-1")],
+                body.as_bytes(),
+            )
+        })
+    };
+    srv.wait_load(1, 1);
+    let r = srv.post("/task/approve-1/cancel", Some(USER), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    approve.join().unwrap().error(409, "CONFLICT");
+
+    let after = srv.get(&path, Some(USER)).json();
+    assert_eq!(after["task_count"], 1, "{after}");
+    assert_eq!(
+        after["pending_approvals"][0]["tool_use_id"],
+        tool_id.as_str()
+    );
+    std::fs::write(&gate, "").unwrap();
+    assert_eq!(blocker.join().unwrap().status, 200);
+    // Still approvable.
+    let r = srv.post(
+        &format!("{path}/approve"),
+        Some(USER),
+        &json!({"tool_use_ids": [tool_id]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["success"], true);
+}
