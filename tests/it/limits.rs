@@ -660,27 +660,8 @@ fn metrics_need_the_admin_key_and_count_what_happens() {
 #[test]
 fn a_stalled_run_is_killed_with_its_group_and_counted() {
     let srv = TestServer::with(|c| c.stall = Some(Duration::from_secs(1)));
-    // Inside a folder the sandboxed fake may write to.
-    let pidfile = srv.root().join("fake/grandchild.pid");
-    let prompt = format!("GRANDCHILD {}", pidfile.display());
-    let msg = srv
-        .post(
-            "/task",
-            Some(USER),
-            &json!({"prompt": prompt, "timeout_secs": 60}),
-        )
-        .error(408, "STALLED");
+    let msg = srv.grandchild_task_is_killed(60, 408, "STALLED");
     assert!(msg.contains("printed nothing for 1 s"), "{msg}");
-    let grandchild: u32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let cli = srv.fake_run(&prompt);
-    let ns = cli["pid_ns"].as_str().unwrap().to_string();
-    assert!(eventually(Duration::from_secs(10), || {
-        !ns_process_alive(&ns, grandchild) && !run_alive(&cli)
-    }));
     let line = srv.audit("user").pop().unwrap();
     assert_eq!(
         (line["message"].as_str(), line["code"].as_str()),

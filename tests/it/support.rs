@@ -660,6 +660,36 @@ pub fn binary_in(dir: &Path, env: &[(&str, &str)]) -> std::process::Command {
 }
 
 impl TestServer {
+    /// Posts a `/task` whose fake CLI leaves a grandchild in its process group, expects the
+    /// error `status`/`code`, and waits until the grandchild and the CLI are both gone.
+    /// Returns the error message.
+    pub fn grandchild_task_is_killed(&self, timeout_secs: u64, status: u16, code: &str) -> String {
+        // Inside a folder the sandboxed fake may write to.
+        let pidfile = self.root().join("fake/grandchild.pid");
+        let prompt = format!("GRANDCHILD {}", pidfile.display());
+        let msg = self
+            .post(
+                "/task",
+                Some(USER),
+                &serde_json::json!({"prompt": prompt, "timeout_secs": timeout_secs}),
+            )
+            .error(status, code);
+        let grandchild: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let cli = self.fake_run(&prompt);
+        let ns = cli["pid_ns"].as_str().unwrap().to_string();
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                !ns_process_alive(&ns, grandchild) && !run_alive(&cli)
+            }),
+            "the CLI and its grandchild are gone"
+        );
+        msg
+    }
+
     /// Waits (up to 20 s) until the gate shows `running` runs and `queued` waiting.
     pub fn wait_load(&self, running: usize, queued: usize) {
         assert!(
