@@ -32,25 +32,6 @@ fn after<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
         .map(|i| argv[i + 1].as_str())
 }
 
-fn post_async(
-    addr: std::net::SocketAddr,
-    key: &'static str,
-    path: &str,
-    body: Value,
-) -> std::thread::JoinHandle<Resp> {
-    let path = path.to_string();
-    std::thread::spawn(move || {
-        request(
-            addr,
-            "POST",
-            &path,
-            Some(key),
-            &[],
-            body.to_string().as_bytes(),
-        )
-    })
-}
-
 #[test]
 fn the_rate_limit_counts_every_route_that_runs_claude_and_says_so() {
     let srv = TestServer::with(|c| {
@@ -763,21 +744,15 @@ fn a_client_that_stops_reading_cannot_hold_a_run() {
 fn a_plain_task_can_be_cancelled_by_the_id_its_client_chose() {
     let srv = TestServer::start();
     let gate = srv.root().join("never");
-    let body =
-        serde_json::to_vec(&json!({"prompt": format!("WAIT_FILE {} waiting", gate.display())}))
-            .unwrap();
+    let body = json!({"prompt": format!("WAIT_FILE {} waiting", gate.display())});
     let start = |key: &'static str| {
-        let (addr, body) = (srv.addr, body.clone());
-        std::thread::spawn(move || {
-            request(
-                addr,
-                "POST",
-                "/task",
-                Some(key),
-                &[("X-Request-Id", "nightly-build:42")],
-                &body,
-            )
-        })
+        post_async_as(
+            srv.addr,
+            key,
+            "/task",
+            Some("nightly-build:42"),
+            body.clone(),
+        )
     };
     let mine = [start(USER), start(USER)];
     let theirs = start(OTHER);
@@ -863,23 +838,9 @@ fn a_plain_task_can_be_cancelled_by_the_id_its_client_chose() {
 fn a_queued_run_is_listed_and_can_be_cancelled() {
     let srv = TestServer::with(|c| c.max_concurrent = 1);
     let gate = srv.root().join("open-me");
-    let body = |tag: &str| {
-        serde_json::to_vec(&json!({"prompt": format!("WAIT_FILE {} {tag}", gate.display())}))
-            .unwrap()
-    };
-    let post = |id: &'static str, body: Vec<u8>| {
-        let addr = srv.addr;
-        std::thread::spawn(move || {
-            request(
-                addr,
-                "POST",
-                "/task",
-                Some(USER),
-                &[("X-Request-Id", id)],
-                &body,
-            )
-        })
-    };
+    let body = |tag: &str| json!({"prompt": format!("WAIT_FILE {} {tag}", gate.display())});
+    let post =
+        |id: &'static str, body: Value| post_async_as(srv.addr, USER, "/task", Some(id), body);
     let ahead = post("ahead", body("first"));
     let state = |id: &str| {
         srv.app()

@@ -601,33 +601,20 @@ fn an_approval_cancelled_in_the_queue_keeps_the_denial_pending() {
 
     // Another run holds the only place; the approval queues behind it.
     let gate = srv.root().join("open-me");
-    let blocker = {
-        let (addr, body) = (
-            srv.addr,
-            json!({"prompt": format!("WAIT_FILE {} hold", gate.display())}).to_string(),
-        );
-        std::thread::spawn(move || {
-            request(addr, "POST", "/task", Some(OTHER), &[], body.as_bytes())
-        })
-    };
+    let blocker = post_async(
+        srv.addr,
+        OTHER,
+        "/task",
+        json!({"prompt": format!("WAIT_FILE {} hold", gate.display())}),
+    );
     srv.wait_load(1, 0);
-    let approve = {
-        let (addr, p, body) = (
-            srv.addr,
-            format!("{path}/approve"),
-            json!({"tool_use_ids": [tool_id]}).to_string(),
-        );
-        std::thread::spawn(move || {
-            request(
-                addr,
-                "POST",
-                &p,
-                Some(USER),
-                &[("X-Request-Id", "approve-1")],
-                body.as_bytes(),
-            )
-        })
-    };
+    let approve = post_async_as(
+        srv.addr,
+        USER,
+        &format!("{path}/approve"),
+        Some("approve-1"),
+        json!({"tool_use_ids": [tool_id]}),
+    );
     srv.wait_load(1, 1);
     let r = srv.post("/task/approve-1/cancel", Some(USER), &json!({}));
     assert_eq!(r.status, 200, "{}", r.text());

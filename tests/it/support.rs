@@ -700,3 +700,38 @@ impl TestServer {
         );
     }
 }
+
+/// POSTs `body` on its own thread, for a request that will wait (queued or held).
+pub fn post_async(
+    addr: SocketAddr,
+    key: &'static str,
+    path: &str,
+    body: Value,
+) -> std::thread::JoinHandle<Resp> {
+    post_async_as(addr, key, path, None, body)
+}
+
+/// [`post_async`], naming the request with `X-Request-Id: <request_id>` when given.
+pub fn post_async_as(
+    addr: SocketAddr,
+    key: &'static str,
+    path: &str,
+    request_id: Option<&'static str>,
+    body: Value,
+) -> std::thread::JoinHandle<Resp> {
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        let headers: Vec<(&str, &str)> = request_id
+            .map(|id| ("X-Request-Id", id))
+            .into_iter()
+            .collect();
+        request(
+            addr,
+            "POST",
+            &path,
+            Some(key),
+            &headers,
+            body.to_string().as_bytes(),
+        )
+    })
+}
