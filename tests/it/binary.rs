@@ -192,18 +192,24 @@ fn unsafe_sigterm(pid: u32) {
     assert!(ok.success());
 }
 
+/// Creates `<dir>/fake` for the fake CLI's records and a `claudeway.toml` of `config` plus the
+/// sandbox rule that lets the fake write there; returns the folder (for `FAKE_CLAUDE_LOG`).
+fn fake_log_dir(dir: &TempDir, config: &str) -> String {
+    let fake_log = dir.path().join("fake").to_string_lossy().into_owned();
+    std::fs::create_dir_all(&fake_log).unwrap();
+    std::fs::write(
+        dir.path().join("claudeway.toml"),
+        format!("{config}[sandbox]\nwrite = [{fake_log:?}]\n"),
+    )
+    .unwrap();
+    fake_log
+}
+
 #[test]
 fn kill_9_mid_turn_loses_only_that_turn_and_the_orphan_is_swept() {
     let dir = TempDir::new("bin");
     let keys = ["--keys", "k:secret-for-kill9"];
-    let fake_log = dir.path().join("fake").to_string_lossy().into_owned();
-    // The sandboxed fake CLI may write its records there.
-    std::fs::create_dir_all(&fake_log).unwrap();
-    std::fs::write(
-        dir.path().join("claudeway.toml"),
-        format!("[sandbox]\nwrite = [{fake_log:?}]\n"),
-    )
-    .unwrap();
+    let fake_log = fake_log_dir(&dir, "");
     let (mut p, _, port) = start_with_env(&dir, &keys, &[("FAKE_CLAUDE_LOG", &fake_log)]);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let post = |addr, path: &str, body: serde_json::Value| {
@@ -277,13 +283,7 @@ fn kill_9_mid_turn_loses_only_that_turn_and_the_orphan_is_swept() {
 #[test]
 fn sigterm_stops_runs_that_outlast_the_grace_and_answers_their_clients() {
     let dir = TempDir::new("bin");
-    let fake_log = dir.path().join("fake").to_string_lossy().into_owned();
-    std::fs::create_dir_all(&fake_log).unwrap();
-    std::fs::write(
-        dir.path().join("claudeway.toml"),
-        format!("[server]\nshutdown_grace_secs = 1\n[sandbox]\nwrite = [{fake_log:?}]\n"),
-    )
-    .unwrap();
+    let fake_log = fake_log_dir(&dir, "[server]\nshutdown_grace_secs = 1\n");
     let (mut p, _, port) = start_with_env(
         &dir,
         &["--keys", "k:secret-for-grace"],
