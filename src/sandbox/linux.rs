@@ -130,17 +130,14 @@ fn build_ruleset(plan: &Plan) -> io::Result<OwnedFd> {
         _ => 24,
     };
     // SAFETY: attr is a live struct of at least `size` bytes.
-    let fd = unsafe {
+    let fd = os(unsafe {
         libc::syscall(
             libc::SYS_landlock_create_ruleset,
             &attr as *const RulesetAttr,
             size,
             0u32,
         )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    })?;
     // SAFETY: the kernel just gave us this descriptor (close-on-exec).
     let ruleset = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     for rule in &plan.rules {
@@ -159,16 +156,8 @@ fn build_ruleset(plan: &Plan) -> io::Result<OwnedFd> {
         if access == 0 {
             continue;
         }
-        let attr = PathBeneathAttr {
-            allowed_access: access,
-            parent_fd: file.as_raw_fd(),
-        };
-        add_rule(
-            &ruleset,
-            RULE_PATH_BENEATH,
-            &attr as *const _ as *const libc::c_void,
-        )
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", rule.path.display())))?;
+        add_path_rule(&ruleset, &file, access)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", rule.path.display())))?;
     }
     if abi >= 4 {
         for port in &plan.ports {
@@ -224,7 +213,7 @@ fn open_resolved(path: &Path) -> io::Result<std::fs::File> {
 
 fn add_rule(ruleset: &OwnedFd, kind: libc::c_int, attr: *const libc::c_void) -> io::Result<()> {
     // SAFETY: attr points to a live attribute struct of the kind named.
-    let r = unsafe {
+    os(unsafe {
         libc::syscall(
             libc::SYS_landlock_add_rule,
             ruleset.as_raw_fd(),
@@ -232,19 +221,29 @@ fn add_rule(ruleset: &OwnedFd, kind: libc::c_int, attr: *const libc::c_void) -> 
             attr,
             0u32,
         )
+    })
+    .map(drop)
+}
+
+/// Allows `access` beneath the open path `file`.
+fn add_path_rule(ruleset: &OwnedFd, file: &std::fs::File, access: u64) -> io::Result<()> {
+    let attr = PathBeneathAttr {
+        allowed_access: access,
+        parent_fd: file.as_raw_fd(),
     };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    add_rule(
+        ruleset,
+        RULE_PATH_BENEATH,
+        &attr as *const _ as *const libc::c_void,
+    )
 }
 
 /// The helper's `main` (`claudeway sandbox-exec <cwd> [<program> <args…>]`, the plan at the
 /// head of stdin): enter the plan's confinement in `cwd`, then execute the program, whose
-/// stdin is the rest; with no program (the start-up probe) exit 0 once confined. A failure is one `claudeway sandbox-exec: <what>: <error>`
-/// line on stderr and exit status 125 (126 or 127 when the program cannot be executed or is
-/// not found), which the runner turns back into a spawn error.
+/// stdin is the rest; with no program (the start-up probe) exit 0 once confined. A failure is
+/// one `claudeway sandbox-exec: <what>: <error>` line on stderr and exit status 125 (126 or
+/// 127 when the program cannot be executed or is not found), which the runner turns back into
+/// a spawn error.
 pub fn helper_main(args: Vec<OsString>) -> ! {
     // SAFETY: a prctl on a static C string (what `ps -o comm` shows instead of "exe").
     unsafe { libc::prctl(libc::PR_SET_NAME, c"claudeway".as_ptr(), 0, 0, 0) };
@@ -409,21 +408,9 @@ fn namespaces(ruleset: Option<&OwnedFd>, proc_access: u64) -> Result<(), Failure
     }
     // Rules hold inodes: the /proc the plan named is now hidden under the new one.
     if let Some(ruleset) = ruleset {
-        let proc = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-            .open("/proc")
-            .map_err(step("opening the fresh /proc"))?;
-        let attr = PathBeneathAttr {
-            allowed_access: proc_access,
-            parent_fd: proc.as_raw_fd(),
-        };
-        add_rule(
-            ruleset,
-            RULE_PATH_BENEATH,
-            &attr as *const _ as *const libc::c_void,
-        )
-        .map_err(step("adding the rule of the fresh /proc"))?;
+        let proc = open_resolved(Path::new("/proc")).map_err(step("opening the fresh /proc"))?;
+        add_path_rule(ruleset, &proc, proc_access)
+            .map_err(step("adding the rule of the fresh /proc"))?;
     }
     Ok(())
 }
